@@ -1,0 +1,1 @@
+"""clusternet-agent: registration, heartbeats and the tunnel client of a child cluster."""

@@ -1,0 +1,1 @@
+"""Typed models of clusternet API objects."""

@@ -1,0 +1,1 @@
+"""The aggregated API server of the hub: authn, authz, discovery, health, metrics."""

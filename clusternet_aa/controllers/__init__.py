@@ -1,0 +1,1 @@
+"""Level-triggered controllers of the controller-manager."""

@@ -1,0 +1,1 @@
+"""The one place that wraps kubernetes_asyncio: clients, informers, work queues, leases."""

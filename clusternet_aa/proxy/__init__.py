@@ -1,0 +1,1 @@
+"""Hub-side forwarding, agent-side executor, identity mapping and upgrade relay."""

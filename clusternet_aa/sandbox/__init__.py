@@ -1,0 +1,1 @@
+"""Local stand-ins for Kubernetes (kubesim) and the one-command sandbox."""
