@@ -1,1 +1,1 @@
-"""kubesim: a simulated Kubernetes API server for tests and the sandbox, never a production store."""
+"""kubesim: a simulated Kubernetes API server for tests and the sandbox; not a real store."""
