@@ -94,3 +94,33 @@ class KubesimError(Exception):
 #: Lists stored objects: (api_group, resource, namespace or None for all) -> objects.
 #: Authentication and RBAC read Secrets, ServiceAccounts, Roles and bindings through it.
 ObjectLister = Callable[[str, str, str | None], Sequence[Obj]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceInfo:
+    """One served REST resource (built-in or from a CRD), as discovery describes it.
+
+    ``schema`` is a CRD version's ``openAPIV3Schema``; for built-ins it is None and the schema is
+    found through :func:`clusternet_aa.sandbox.kubesim.schemas.definition_name`.
+    """
+
+    group: str
+    version: str
+    resource: str
+    kind: str
+    singular: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    schema: Obj | None = None
+
+    @property
+    def group_version(self) -> str:
+        """``v1`` for the core group, ``<group>/<version>`` otherwise."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
