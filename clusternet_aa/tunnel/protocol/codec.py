@@ -1,0 +1,255 @@
+"""msgpack encoding of frames, and strict decoding of untrusted websocket messages.
+
+A websocket message holds one or more frames, each a msgpack array written back to back.
+Decoding checks the shape of every frame before building it, so a malformed message from the
+peer becomes a :class:`RemoteProtocolError` and never a ``TypeError`` deep in the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol.errors import FrameTooLargeError, RemoteProtocolError
+from clusternet_aa.tunnel.protocol.frames import FrameType
+from clusternet_aa.tunnel.protocol.settings import FRAME_OVERHEAD
+
+_MAX_ID = 2**63 - 1
+_MAX_INCREMENT = 2**31 - 1
+
+
+def encode(frame: frames.Frame) -> bytes:
+    """The msgpack bytes of one frame."""
+    return msgpack.packb(_to_wire(frame), use_bin_type=True)
+
+
+def encode_data(stream_id: int, payload: bytes) -> bytes:
+    """A DATA frame without building a list first: the hot path. Equal to
+    ``encode(frames.Data(stream_id, payload))``, byte for byte."""
+    size = len(payload)
+    if size < 0x100:
+        header = b"\xc4" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        header = b"\xc5" + size.to_bytes(2, "big")
+    else:
+        header = b"\xc6" + size.to_bytes(4, "big")
+    return b"\x93\x03" + msgpack.packb(stream_id) + header + payload
+
+
+def _to_wire(frame: frames.Frame) -> list[Any]:
+    match frame:
+        case frames.Data(stream_id, data):
+            return [FrameType.DATA, stream_id, data]
+        case frames.WindowUpdate(stream_id, increment):
+            return [FrameType.WINDOW_UPDATE, stream_id, increment]
+        case frames.Open(stream_id, frames.HttpRequestHead(method, path, headers), metadata):
+            head = {"method": method, "path": path, "headers": [list(h) for h in headers]}
+            return [FrameType.OPEN, stream_id, "http", head, metadata]
+        case frames.Open(stream_id, frames.DialTarget(network, address), metadata):
+            dial = {"network": network, "address": address}
+            return [FrameType.OPEN, stream_id, "dial", dial, metadata]
+        case frames.ResponseHeaders(stream_id, status, headers, metadata):
+            return [FrameType.HEADERS, stream_id, status, [list(h) for h in headers], metadata]
+        case frames.End(stream_id):
+            return [FrameType.END, stream_id]
+        case frames.Reset(stream_id, code, reason):
+            return [FrameType.RESET, stream_id, code, reason]
+        case frames.Ping(opaque):
+            return [FrameType.PING, 0, opaque]
+        case frames.Pong(opaque):
+            return [FrameType.PONG, 0, opaque]
+        case frames.GoAway(last_stream_id, code, reason):
+            return [FrameType.GOAWAY, 0, last_stream_id, code, reason]
+        case frames.Hello(settings):
+            return [FrameType.HELLO, 0, settings]
+    raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover - exhaustive above
+
+
+def decode_message(message: bytes, *, max_frame_size: int) -> list[frames.Frame]:
+    """All frames of one websocket message, validated.
+
+    ``max_frame_size`` is the DATA payload limit we announced; any other frame must fit in it
+    plus :data:`FRAME_OVERHEAD` as well.
+    """
+    limit = max_frame_size + FRAME_OVERHEAD
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        max_buffer_size=max(len(message), 1),
+    )
+    unpacker.feed(message)
+    decoded: list[frames.Frame] = []
+    offset = 0
+    try:
+        for item in unpacker:
+            end = unpacker.tell()
+            if end - offset > limit:
+                raise FrameTooLargeError(f"frame of {end - offset} bytes exceeds {limit}")
+            offset = end
+            decoded.append(_from_wire(item, max_frame_size))
+    except RemoteProtocolError:
+        raise
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise RemoteProtocolError(f"malformed msgpack: {type(exc).__name__} {exc}") from None
+    if offset != len(message):
+        raise RemoteProtocolError("truncated frame at the end of the message")
+    if not decoded:
+        raise RemoteProtocolError("empty message")
+    return decoded
+
+
+def _from_wire(item: Any, max_frame_size: int) -> frames.Frame:
+    if not isinstance(item, list) or len(item) < 2:
+        raise RemoteProtocolError("a frame must be an array of at least two elements")
+    kind, stream_id, *rest = item
+    kind = _int(kind, "frame type")
+    stream_id = _int(stream_id, "stream id")
+    if not 0 <= stream_id <= _MAX_ID:
+        raise RemoteProtocolError(f"stream id {stream_id} out of range")
+    try:
+        frame_type = FrameType(kind)
+    except ValueError:
+        raise RemoteProtocolError(f"unknown frame type {kind}") from None
+    arity, parse = _PARSERS[frame_type]
+    if len(rest) != arity:
+        raise RemoteProtocolError(f"{frame_type.name} frame has {len(rest) + 2} elements")
+    return parse(stream_id, rest, max_frame_size)
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise RemoteProtocolError(f"{what} must be an integer")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise RemoteProtocolError(f"{what} must be a string")
+    return value
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise RemoteProtocolError("metadata must be a map")
+    return value
+
+
+def _headers(value: Any) -> frames.Headers:
+    if type(value) is not list:
+        raise RemoteProtocolError("headers must be an array")
+    pairs: list[tuple[str, str]] = []
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2:
+            raise RemoteProtocolError("a header must be a [name, value] pair")
+        pairs.append((_str(pair[0], "header name"), _str(pair[1], "header value")))
+    return tuple(pairs)
+
+
+def _session_only(stream_id: int, frame_type: FrameType) -> None:
+    if stream_id != 0:
+        raise RemoteProtocolError(f"{frame_type.name} must use stream id 0")
+
+
+def _stream_only(stream_id: int, frame_type: FrameType) -> None:
+    if stream_id == 0:
+        raise RemoteProtocolError(f"{frame_type.name} must not use stream id 0")
+
+
+def _parse_hello(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _session_only(stream_id, FrameType.HELLO)
+    return frames.Hello(_metadata(rest[0]))
+
+
+def _parse_open(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _stream_only(stream_id, FrameType.OPEN)
+    kind, head, metadata = rest
+    if type(head) is not dict:
+        raise RemoteProtocolError("OPEN target must be a map")
+    target: frames.Target
+    if kind == "http":
+        target = frames.HttpRequestHead(
+            _str(head.get("method"), "method"),
+            _str(head.get("path"), "path"),
+            _headers(head.get("headers", [])),
+        )
+    elif kind == "dial":
+        target = frames.DialTarget(
+            _str(head.get("network"), "network"), _str(head.get("address"), "address")
+        )
+    else:
+        raise RemoteProtocolError(f"unknown OPEN kind {kind!r}")
+    return frames.Open(stream_id, target, _metadata(metadata))
+
+
+def _parse_headers(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _stream_only(stream_id, FrameType.HEADERS)
+    status, headers, metadata = rest
+    status = _int(status, "status")
+    if not 100 <= status <= 999:
+        raise RemoteProtocolError(f"status {status} out of range")
+    return frames.ResponseHeaders(stream_id, status, _headers(headers), _metadata(metadata))
+
+
+def _parse_data(stream_id: int, rest: list[Any], max_frame_size: int) -> frames.Frame:
+    _stream_only(stream_id, FrameType.DATA)
+    (data,) = rest
+    if type(data) is not bytes:
+        raise RemoteProtocolError("DATA payload must be binary")
+    if len(data) > max_frame_size:
+        raise FrameTooLargeError(f"DATA of {len(data)} bytes exceeds {max_frame_size}")
+    return frames.Data(stream_id, data)
+
+
+def _parse_window_update(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    increment = _int(rest[0], "window increment")
+    if not 1 <= increment <= _MAX_INCREMENT:
+        raise RemoteProtocolError(f"window increment {increment} out of range")
+    return frames.WindowUpdate(stream_id, increment)
+
+
+def _parse_end(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _stream_only(stream_id, FrameType.END)
+    return frames.End(stream_id)
+
+
+def _parse_reset(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _stream_only(stream_id, FrameType.RESET)
+    return frames.Reset(stream_id, _int(rest[0], "code"), _str(rest[1], "reason"))
+
+
+def _parse_ping(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _session_only(stream_id, FrameType.PING)
+    return frames.Ping(_int(rest[0], "opaque"))
+
+
+def _parse_pong(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _session_only(stream_id, FrameType.PONG)
+    return frames.Pong(_int(rest[0], "opaque"))
+
+
+def _parse_goaway(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
+    _session_only(stream_id, FrameType.GOAWAY)
+    last = _int(rest[0], "last stream id")
+    if not 0 <= last <= _MAX_ID:
+        raise RemoteProtocolError("last stream id out of range")
+    return frames.GoAway(last, _int(rest[1], "code"), _str(rest[2], "reason"))
+
+
+_Parser = Callable[[int, list[Any], int], frames.Frame]
+#: Per frame type: the number of elements after type and stream id, and the parser.
+_PARSERS: dict[FrameType, tuple[int, _Parser]] = {
+    FrameType.HELLO: (1, _parse_hello),
+    FrameType.OPEN: (3, _parse_open),
+    FrameType.HEADERS: (3, _parse_headers),
+    FrameType.DATA: (1, _parse_data),
+    FrameType.WINDOW_UPDATE: (1, _parse_window_update),
+    FrameType.END: (0, _parse_end),
+    FrameType.RESET: (2, _parse_reset),
+    FrameType.PING: (1, _parse_ping),
+    FrameType.PONG: (1, _parse_pong),
+    FrameType.GOAWAY: (3, _parse_goaway),
+}

@@ -1,0 +1,587 @@
+"""The sans-IO tunnel session: bytes in, events and bytes out.
+
+:class:`Connection` does no IO and keeps no clock of its own. Its driver feeds it each websocket
+message with :meth:`Connection.receive_message`, writes whatever :meth:`Connection.data_to_send`
+returns, and calls :meth:`Connection.handle_timer` when :meth:`Connection.next_deadline` passes.
+Everything the protocol decides (flow control, fairness between streams, keepalive, drain, what
+to do with a peer's bad input) is decided here, where it can be tested without sockets.
+
+Outbound scheduling: control frames (OPEN, HEADERS, END, RESET, WINDOW_UPDATE, PING, PONG,
+GOAWAY) go out before any queued DATA; DATA is taken round-robin, one frame per stream per turn,
+so one bulk stream cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from clusternet_aa.tunnel.protocol import codec, events, frames
+from clusternet_aa.tunnel.protocol.errors import (
+    ConnectionClosedError,
+    ErrorCode,
+    FrameTooLargeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamClosedError,
+)
+from clusternet_aa.tunnel.protocol.settings import FRAME_OVERHEAD, Settings
+from clusternet_aa.tunnel.protocol.state import StreamInput, StreamState, next_state
+from clusternet_aa.tunnel.protocol.windows import ReceiveWindow, SendCredit
+
+
+class Role(enum.Enum):
+    """Which end of the websocket we are. The client (the agent, which dials) uses odd stream
+    ids and the server (the hub) even ones, so both can open streams without colliding."""
+
+    CLIENT = 1
+    SERVER = 2
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    #: A GOAWAY went one way or the other: streams in flight finish, no new ones start.
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+#: Do not start a DATA frame in less room than this: a tiny frame costs more than it carries.
+_MIN_DATA_ROOM = 1024
+
+_RECEIVING_STATES = frozenset(
+    {
+        StreamState.OPEN_AWAITING_HEAD,
+        StreamState.OPEN,
+        StreamState.HALF_CLOSED_LOCAL_AWAITING_HEAD,
+        StreamState.HALF_CLOSED_LOCAL,
+    }
+)
+
+
+class _Stream:
+    """Per-stream bookkeeping; the outbound buffer is a queue of byte chunks."""
+
+    __slots__ = (
+        "end_pending",
+        "id",
+        "opener",
+        "outbound",
+        "outbound_size",
+        "receive_window",
+        "send_credit",
+        "state",
+    )
+
+    def __init__(self, stream_id: int, *, opener: bool, send: int, receive: int) -> None:
+        self.id = stream_id
+        self.opener = opener
+        self.state = StreamState.IDLE
+        self.send_credit = SendCredit(send)
+        self.receive_window = ReceiveWindow(receive)
+        self.outbound: deque[bytes] = deque()
+        self.outbound_size = 0
+        self.end_pending = False
+
+    def advance(self, event: StreamInput) -> None:
+        self.state = next_state(self.state, event, opener=self.opener, stream_id=self.id)
+
+
+class Connection:
+    """One side of a tunnel session."""
+
+    def __init__(self, role: Role, settings: Settings | None = None, *, now: float = 0.0) -> None:
+        self.role = role
+        self.local_settings = settings or Settings()
+        self.peer_settings: Settings | None = None
+        self.state = ConnectionState.OPEN
+        self._streams: dict[int, _Stream] = {}
+        self._next_stream_id = 1 if role is Role.CLIENT else 2
+        self._highest_peer_stream_id = 0
+        self._peer_parity = 0 if role is Role.CLIENT else 1
+        self._session_credit = SendCredit(0)
+        self._session_window = ReceiveWindow(self.local_settings.session_window)
+        self._control: deque[bytes] = deque()
+        self._control_size = 0
+        self._ready: deque[int] = deque()
+        self._in_ready: set[int] = set()
+        self._goaway_sent = False
+        # Keepalive: a miss is an interval that ends with our PING unanswered and nothing heard.
+        self._next_ping_at = now + self.local_settings.keepalive_interval
+        self._ping_outstanding = False
+        self._heard = False
+        self._missed = 0
+        self._ping_counter = 0
+        self._queue(frames.Hello(self.local_settings.to_wire()))
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def control_backlog(self) -> int:
+        """Bytes of control frames waiting to be sent; the driver stops reading while this is
+        large, so a peer that sends but never reads cannot grow our memory."""
+        return self._control_size
+
+    @property
+    def is_drained(self) -> bool:
+        """True once a GOAWAY went either way and every stream has finished."""
+        return self.state is not ConnectionState.OPEN and not self._streams
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        stream = self._streams.get(stream_id)
+        return stream.state if stream else StreamState.CLOSED
+
+    def outbound_buffered(self, stream_id: int) -> int:
+        """Bytes the application wrote on this stream that are not yet framed."""
+        stream = self._streams.get(stream_id)
+        return stream.outbound_size if stream else 0
+
+    def send_credit(self, stream_id: int) -> int:
+        """Credit for one stream, or for the session with id 0."""
+        if stream_id == 0:
+            return self._session_credit.available
+        stream = self._streams.get(stream_id)
+        return stream.send_credit.available if stream else 0
+
+    # ------------------------------------------------------------------ local actions
+
+    def open_stream(self, target: frames.Target, metadata: Mapping[str, Any] | None = None) -> int:
+        """Start a stream towards the peer and return its id."""
+        if self.state is not ConnectionState.OPEN:
+            raise ConnectionClosedError(f"session is {self.state.value}: no new streams")
+        peer_limit = self.peer_settings.max_concurrent_streams if self.peer_settings else None
+        if peer_limit is not None and self._count_streams(local=True) >= peer_limit:
+            raise LocalProtocolError(
+                f"the peer accepts at most {peer_limit} concurrent streams",
+                ErrorCode.REFUSED_STREAM,
+            )
+        stream_id = self._next_stream_id
+        frame = frames.Open(stream_id, target, dict(metadata or {}))
+        encoded = self._encode_control(frame)
+        self._next_stream_id += 2
+        stream = self._new_stream(stream_id, opener=True)
+        stream.advance(StreamInput.SEND_OPEN)
+        self._queue_encoded(encoded)
+        return stream_id
+
+    def send_headers(
+        self,
+        stream_id: int,
+        status: int,
+        headers: frames.Headers = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send the response head of a stream the peer opened."""
+        stream = self._live(stream_id)
+        encoded = self._encode_control(
+            frames.ResponseHeaders(stream_id, status, headers, dict(metadata or {}))
+        )
+        stream.advance(StreamInput.SEND_HEADERS)
+        self._queue_encoded(encoded)
+
+    def send_data(self, stream_id: int, data: bytes) -> None:
+        """Queue bytes on a stream. They leave as credit allows; the driver applies
+        backpressure to the writer by watching :meth:`outbound_buffered`."""
+        stream = self._live(stream_id)
+        stream.advance(StreamInput.SEND_DATA)
+        if not data:
+            return
+        stream.outbound.append(bytes(data))
+        stream.outbound_size += len(data)
+        self._mark_ready(stream)
+
+    def end_stream(self, stream_id: int) -> None:
+        """Half-close: END follows the stream's queued data."""
+        stream = self._live(stream_id)
+        stream.advance(StreamInput.SEND_END)
+        if stream.outbound_size:
+            stream.end_pending = True
+        else:
+            self._queue(frames.End(stream_id))
+            self._forget_if_done(stream)
+
+    def reset_stream(
+        self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
+    ) -> None:
+        """Abort a stream; resetting a stream that is already gone does nothing."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state is StreamState.CLOSED:
+            return
+        stream.advance(StreamInput.SEND_RESET)
+        self._queue(frames.Reset(stream_id, int(code), reason))
+        self._drop(stream)
+
+    def acknowledge_data(self, stream_id: int, size: int) -> None:
+        """The consumer has read ``size`` bytes of the stream: return that much credit."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state not in _RECEIVING_STATES:
+            return
+        increment = stream.receive_window.consumed(size)
+        if increment:
+            self._queue(frames.WindowUpdate(stream_id, increment))
+
+    def close(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> list[events.Event]:
+        """Send GOAWAY. NO_ERROR drains (streams in flight finish); any other code ends the
+        session at once, and the returned events say so."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if code is ErrorCode.NO_ERROR:
+            if not self._goaway_sent:
+                self._goaway_sent = True
+                self.state = ConnectionState.DRAINING
+                self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason))
+            return []
+        return self._terminate(code, reason, remote=False)
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The next websocket message to send, or b"" when there is nothing (or no credit)."""
+        limit = (self.peer_settings or self.local_settings).max_message_size
+        if max_bytes is not None:
+            limit = min(limit, max_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        control = self._control
+        while control and (not size or size + len(control[0]) <= limit):
+            frame = control.popleft()
+            self._control_size -= len(frame)
+            chunks.append(frame)
+            size += len(frame)
+        if self.peer_settings is not None and self.state is not ConnectionState.CLOSED:
+            size = self._take_data(chunks, size, limit, self.peer_settings.max_frame_size)
+        return b"".join(chunks)
+
+    def _take_data(self, chunks: list[bytes], size: int, limit: int, max_frame: int) -> int:
+        ready = self._ready
+        session = self._session_credit
+        while ready and session.available > 0:
+            room = limit - size - FRAME_OVERHEAD
+            if room < _MIN_DATA_ROOM and size:
+                break
+            stream = self._streams[ready.popleft()]
+            self._in_ready.discard(stream.id)
+            n = min(stream.outbound_size, stream.send_credit.available, session.available)
+            n = min(n, max_frame, room)
+            payload = self._pop_outbound(stream, n)
+            stream.send_credit.consume(n)
+            session.consume(n)
+            frame = codec.encode_data(stream.id, payload)
+            chunks.append(frame)
+            size += len(frame)
+            if stream.outbound_size:
+                if stream.send_credit.available:
+                    self._mark_ready(stream)
+            elif stream.end_pending:
+                stream.end_pending = False
+                end = codec.encode(frames.End(stream.id))
+                chunks.append(end)
+                size += len(end)
+                self._forget_if_done(stream)
+        return size
+
+    @staticmethod
+    def _pop_outbound(stream: _Stream, n: int) -> bytes:
+        out = stream.outbound
+        first = out[0]
+        if len(first) <= n:
+            out.popleft()
+            if len(first) == n:
+                stream.outbound_size -= n
+                return first
+            parts = [first]
+            got = len(first)
+            while got < n:
+                chunk = out.popleft()
+                if got + len(chunk) > n:
+                    out.appendleft(chunk[n - got :])
+                    chunk = chunk[: n - got]
+                parts.append(chunk)
+                got += len(chunk)
+            stream.outbound_size -= n
+            return b"".join(parts)
+        out[0] = first[n:]
+        stream.outbound_size -= n
+        return first[:n]
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next run, or None once closed."""
+        return None if self.state is ConnectionState.CLOSED else self._next_ping_at
+
+    def handle_timer(self, now: float) -> list[events.Event]:
+        """Run keepalive: PING every interval; the link is dead after too many misses."""
+        if self.state is ConnectionState.CLOSED or now < self._next_ping_at:
+            return []
+        if self._ping_outstanding and not self._heard:
+            self._missed += 1
+        else:
+            self._missed = 0
+        self._heard = False
+        if self._missed >= self.local_settings.keepalive_misses:
+            return self._terminate(
+                ErrorCode.KEEPALIVE_TIMEOUT,
+                f"no answer to {self._missed} keepalive pings",
+                remote=False,
+            )
+        self._ping_counter += 1
+        self._ping_outstanding = True
+        self._queue(frames.Ping(self._ping_counter))
+        self._next_ping_at = now + self.local_settings.keepalive_interval
+        return []
+
+    # ------------------------------------------------------------------ input
+
+    def receive_message(self, message: bytes) -> list[events.Event]:
+        """Process one binary websocket message from the peer."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        self._heard = True
+        output: list[events.Event] = []
+        try:
+            if len(message) > self.local_settings.max_message_size:
+                raise FrameTooLargeError(
+                    f"message of {len(message)} bytes exceeds "
+                    f"{self.local_settings.max_message_size}"
+                )
+            decoded = codec.decode_message(
+                message, max_frame_size=self.local_settings.max_frame_size
+            )
+            for frame in decoded:
+                try:
+                    self._handle(frame, output)
+                except RemoteProtocolError as exc:
+                    if not exc.stream_id:
+                        raise
+                    self._reset_for_fault(exc, output)
+                if self.closed:
+                    break
+        except RemoteProtocolError as exc:
+            output.extend(self._terminate(exc.code, str(exc), remote=False))
+        return output
+
+    def receive_text(self) -> list[events.Event]:
+        """The peer sent a text message, which the protocol forbids: end the session."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        return self._terminate(ErrorCode.PROTOCOL_ERROR, "text message on the tunnel", remote=False)
+
+    def _handle(self, frame: frames.Frame, output: list[events.Event]) -> None:
+        if self.peer_settings is None:
+            if not isinstance(frame, frames.Hello):
+                raise RemoteProtocolError("the first frame must be HELLO")
+            self._handle_hello(frame, output)
+            return
+        match frame:
+            case frames.Data():
+                self._handle_data(frame, output)
+            case frames.WindowUpdate():
+                self._handle_window_update(frame)
+            case frames.Open():
+                self._handle_open(frame, output)
+            case frames.ResponseHeaders(stream_id, status, headers, metadata):
+                stream = self._peer_target(stream_id)
+                if stream is not None:
+                    stream.advance(StreamInput.RECV_HEADERS)
+                    output.append(events.ResponseReceived(stream_id, status, headers, metadata))
+            case frames.End(stream_id):
+                stream = self._peer_target(stream_id, quiet=True)
+                if stream is not None:
+                    stream.advance(StreamInput.RECV_END)
+                    output.append(events.StreamEnded(stream_id))
+                    self._forget_if_done(stream)
+            case frames.Reset(stream_id, code, reason):
+                stream = self._peer_target(stream_id, quiet=True)
+                if stream is not None:
+                    stream.advance(StreamInput.RECV_RESET)
+                    self._drop(stream)
+                    output.append(
+                        events.StreamReset(stream_id, ErrorCode.from_wire(code), reason, True)
+                    )
+            case frames.Ping(opaque):
+                self._queue(frames.Pong(opaque))
+            case frames.Pong(opaque):
+                self._ping_outstanding = False
+                output.append(events.PongReceived(opaque))
+            case frames.GoAway():
+                self._handle_goaway(frame, output)
+            case frames.Hello():
+                raise RemoteProtocolError("HELLO sent twice")
+
+    def _handle_hello(self, frame: frames.Hello, output: list[events.Event]) -> None:
+        peer = Settings.from_wire(frame.settings)
+        self.peer_settings = peer
+        self._session_credit.grant(peer.session_window)
+        for stream in self._streams.values():
+            stream.send_credit.grant(peer.initial_stream_window, stream_id=stream.id)
+        output.append(events.HelloReceived(peer))
+
+    def _handle_open(self, frame: frames.Open, output: list[events.Event]) -> None:
+        stream_id = frame.stream_id
+        if stream_id % 2 != self._peer_parity:
+            raise RemoteProtocolError(f"peer opened stream {stream_id} with our parity")
+        if stream_id <= self._highest_peer_stream_id:
+            raise RemoteProtocolError(f"peer reused stream id {stream_id}")
+        self._highest_peer_stream_id = stream_id
+        if self.state is not ConnectionState.OPEN:
+            self._queue(frames.Reset(stream_id, ErrorCode.REFUSED_STREAM, "session is draining"))
+            return
+        if self._count_streams(local=False) >= self.local_settings.max_concurrent_streams:
+            self._queue(frames.Reset(stream_id, ErrorCode.REFUSED_STREAM, "too many streams"))
+            return
+        stream = self._new_stream(stream_id, opener=False)
+        stream.advance(StreamInput.RECV_OPEN)
+        output.append(events.StreamOpened(stream_id, frame.target, frame.metadata))
+
+    def _handle_data(self, frame: frames.Data, output: list[events.Event]) -> None:
+        size = len(frame.data)
+        # Session credit measures bytes in flight on the link: it returns as soon as the bytes
+        # arrive. What a consumer has not read yet is bounded by its stream window instead, so
+        # one stalled reader holds at most one stream window and never blocks the others.
+        self._session_window.receive(size)
+        increment = self._session_window.consumed(size)
+        if increment:
+            self._queue(frames.WindowUpdate(0, increment))
+        stream = self._peer_target(frame.stream_id)
+        if stream is None:
+            return
+        stream.advance(StreamInput.RECV_DATA)
+        stream.receive_window.receive(size, stream_id=stream.id)
+        output.append(events.DataReceived(stream.id, frame.data))
+
+    def _handle_window_update(self, frame: frames.WindowUpdate) -> None:
+        if frame.stream_id == 0:
+            self._session_credit.grant(frame.increment)
+            return
+        stream = self._peer_target(frame.stream_id, quiet=True)
+        if stream is None:
+            return
+        stream.send_credit.grant(frame.increment, stream_id=stream.id)
+        if stream.outbound_size:
+            self._mark_ready(stream)
+
+    def _handle_goaway(self, frame: frames.GoAway, output: list[events.Event]) -> None:
+        code = ErrorCode.from_wire(frame.code)
+        if self.state is ConnectionState.OPEN:
+            self.state = ConnectionState.DRAINING
+        for stream in list(self._streams.values()):
+            if stream.opener and stream.id > frame.last_stream_id:
+                self._drop(stream)
+                output.append(
+                    events.StreamReset(
+                        stream.id, ErrorCode.REFUSED_STREAM, "refused by GOAWAY", True
+                    )
+                )
+        output.append(events.GoAwayReceived(frame.last_stream_id, code, frame.reason))
+        if code is not ErrorCode.NO_ERROR:
+            output.extend(self._terminate(code, frame.reason, remote=True))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _peer_target(self, stream_id: int, *, quiet: bool = False) -> _Stream | None:
+        """The live stream a peer frame is about. For a stream that is already closed, the
+        frame is a late arrival: END, RESET and WINDOW_UPDATE are dropped (``quiet``), other
+        frames get RESET(STREAM_CLOSED). A frame for a stream never opened is a stream error."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        if stream_id % 2 == self._peer_parity:
+            opened = stream_id <= self._highest_peer_stream_id
+        else:
+            opened = stream_id < self._next_stream_id
+        if not opened:
+            raise RemoteProtocolError(f"frame for idle stream {stream_id}", stream_id=stream_id)
+        if not quiet:
+            self._queue(frames.Reset(stream_id, ErrorCode.STREAM_CLOSED, "stream is closed"))
+        return None
+
+    def _reset_for_fault(self, exc: RemoteProtocolError, output: list[events.Event]) -> None:
+        stream = self._streams.get(exc.stream_id)
+        self._queue(frames.Reset(exc.stream_id, int(exc.code), str(exc)[:200]))
+        if stream is not None:
+            self._drop(stream)
+            output.append(events.StreamReset(exc.stream_id, exc.code, str(exc), False))
+
+    def _terminate(self, code: ErrorCode, reason: str, *, remote: bool) -> list[events.Event]:
+        output: list[events.Event] = [
+            events.StreamReset(stream_id, code, reason or code.name, remote)
+            for stream_id in self._streams
+        ]
+        self._streams.clear()
+        self._ready.clear()
+        self._in_ready.clear()
+        if not remote:
+            self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason[:200]))
+        self.state = ConnectionState.CLOSED
+        output.append(events.ConnectionTerminated(code, reason, remote))
+        return output
+
+    def _new_stream(self, stream_id: int, *, opener: bool) -> _Stream:
+        peer = self.peer_settings
+        stream = _Stream(
+            stream_id,
+            opener=opener,
+            send=peer.initial_stream_window if peer else 0,
+            receive=self.local_settings.initial_stream_window,
+        )
+        self._streams[stream_id] = stream
+        return stream
+
+    def _live(self, stream_id: int) -> _Stream:
+        if self.state is ConnectionState.CLOSED:
+            raise ConnectionClosedError("session is closed")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamClosedError(f"stream {stream_id} is closed or unknown")
+        return stream
+
+    def _count_streams(self, *, local: bool) -> int:
+        return sum(1 for stream in self._streams.values() if stream.opener is local)
+
+    def _mark_ready(self, stream: _Stream) -> None:
+        if stream.id not in self._in_ready and stream.send_credit.available > 0:
+            self._in_ready.add(stream.id)
+            self._ready.append(stream.id)
+
+    def _drop(self, stream: _Stream) -> None:
+        stream.outbound.clear()
+        stream.outbound_size = 0
+        stream.end_pending = False
+        self._streams.pop(stream.id, None)
+        if stream.id in self._in_ready:
+            self._in_ready.discard(stream.id)
+            self._ready.remove(stream.id)
+
+    def _forget_if_done(self, stream: _Stream) -> None:
+        if stream.state is StreamState.CLOSED and not stream.outbound_size:
+            self._streams.pop(stream.id, None)
+
+    def _encode_control(self, frame: frames.Frame) -> bytes:
+        encoded = codec.encode(frame)
+        limit = min(
+            self.local_settings.max_frame_size,
+            self.peer_settings.max_frame_size if self.peer_settings else 2**31,
+        )
+        if len(encoded) > limit + FRAME_OVERHEAD:
+            raise LocalProtocolError(
+                f"frame of {len(encoded)} bytes exceeds the limit of {limit + FRAME_OVERHEAD}",
+                ErrorCode.FRAME_SIZE_ERROR,
+            )
+        return encoded
+
+    def _queue(self, frame: frames.Frame) -> None:
+        self._queue_encoded(codec.encode(frame))
+
+    def _queue_encoded(self, encoded: bytes) -> None:
+        self._control.append(encoded)
+        self._control_size += len(encoded)
