@@ -13,7 +13,7 @@ from clusternet_aa.tunnel.protocol.errors import (
     RemoteProtocolError,
     StreamClosedError,
 )
-from clusternet_aa.tunnel.protocol.state import StreamInput as I  # noqa: N817
+from clusternet_aa.tunnel.protocol.state import StreamInput as I
 from clusternet_aa.tunnel.protocol.state import StreamState as S
 
 OPENER, RESPONDER = True, False
