@@ -113,6 +113,7 @@ class Connection:
         self._heard = False
         self._missed = 0
         self._ping_counter = 0
+        self._closed_ids: list[int] = []
         self._queue(frames.Hello(self.local_settings.to_wire()))
 
     # ------------------------------------------------------------------ introspection
@@ -135,6 +136,12 @@ class Connection:
     def is_drained(self) -> bool:
         """True once a GOAWAY went either way and every stream has finished."""
         return self.state is not ConnectionState.OPEN and not self._streams
+
+    def take_closed_streams(self) -> list[int]:
+        """Ids of the streams forgotten since the last call (finished or reset), so a driver
+        can release what it keeps per stream without scanning."""
+        closed, self._closed_ids = self._closed_ids, []
+        return closed
 
     def stream_state(self, stream_id: int) -> StreamState:
         stream = self._streams.get(stream_id)
@@ -239,7 +246,9 @@ class Connection:
                 self._goaway_sent = True
                 self.state = ConnectionState.DRAINING
                 self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason))
-            return []
+            if self._streams:
+                return []
+            return self._terminate(code, reason or "drained", remote=False, goaway=False)
         return self._terminate(code, reason, remote=False)
 
     # ------------------------------------------------------------------ output
@@ -369,6 +378,15 @@ class Connection:
         except RemoteProtocolError as exc:
             output.extend(self._terminate(exc.code, str(exc), remote=False))
         return output
+
+    def connection_lost(self) -> list[events.Event]:
+        """The transport closed under us. After a completed drain that is the normal end;
+        otherwise every stream fails."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if self.is_drained:
+            return self._terminate(ErrorCode.NO_ERROR, "drained", remote=True)
+        return self._terminate(ErrorCode.INTERNAL_ERROR, "connection lost", remote=True)
 
     def receive_text(self) -> list[events.Event]:
         """The peer sent a text message, which the protocol forbids: end the session."""
@@ -512,15 +530,18 @@ class Connection:
             self._drop(stream)
             output.append(events.StreamReset(exc.stream_id, exc.code, str(exc), False))
 
-    def _terminate(self, code: ErrorCode, reason: str, *, remote: bool) -> list[events.Event]:
+    def _terminate(
+        self, code: ErrorCode, reason: str, *, remote: bool, goaway: bool = True
+    ) -> list[events.Event]:
         output: list[events.Event] = [
             events.StreamReset(stream_id, code, reason or code.name, remote)
             for stream_id in self._streams
         ]
+        self._closed_ids.extend(self._streams)
         self._streams.clear()
         self._ready.clear()
         self._in_ready.clear()
-        if not remote:
+        if goaway and not remote:
             self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason[:200]))
         self.state = ConnectionState.CLOSED
         output.append(events.ConnectionTerminated(code, reason, remote))
@@ -557,14 +578,16 @@ class Connection:
         stream.outbound.clear()
         stream.outbound_size = 0
         stream.end_pending = False
-        self._streams.pop(stream.id, None)
+        if self._streams.pop(stream.id, None) is not None:
+            self._closed_ids.append(stream.id)
         if stream.id in self._in_ready:
             self._in_ready.discard(stream.id)
             self._ready.remove(stream.id)
 
     def _forget_if_done(self, stream: _Stream) -> None:
         if stream.state is StreamState.CLOSED and not stream.outbound_size:
-            self._streams.pop(stream.id, None)
+            del self._streams[stream.id]
+            self._closed_ids.append(stream.id)
 
     def _encode_control(self, frame: frames.Frame) -> bytes:
         encoded = codec.encode(frame)

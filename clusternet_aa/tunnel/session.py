@@ -1,0 +1,366 @@
+"""Session: the asyncio driver of the sans-IO protocol core over a message transport.
+
+Three tasks run per session: a reader (feeds messages to the core and dispatches its events
+to streams), a writer (sends whatever the core has queued, control frames first), and a timer
+(keepalive). The core makes every protocol decision; this module only moves bytes and wakes
+the right waiters, so it stays small.
+
+Memory stays bounded whatever the peer does: a message is at most the negotiated size; each
+stream buffers at most its window of unread bytes and its high-water mark of unsent bytes; and
+the reader stops reading while our queue of control frames is long, so a peer that sends but
+never reads is slowed by TCP rather than by our RAM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clusternet_aa.tunnel.protocol import events, frames
+from clusternet_aa.tunnel.protocol.connection import Connection, ConnectionState, Role
+from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
+from clusternet_aa.tunnel.protocol.settings import KiB, MiB, Settings
+from clusternet_aa.tunnel.streams import ResponseHead, StreamResetError, TunnelStream
+from clusternet_aa.tunnel.transport import TEXT, Transport
+
+logger = logging.getLogger(__name__)
+
+#: Called for every stream the peer opens; it owns the stream until it returns.
+StreamHandler = Callable[[TunnelStream], Awaitable[None]]
+
+#: Default bytes a writer may queue on one stream before ``drain`` waits.
+DEFAULT_HIGH_WATER = 256 * KiB
+#: Default control-frame backlog above which the reader pauses.
+DEFAULT_CONTROL_BACKLOG = 1 * MiB
+
+
+class SessionClosedError(TunnelError):
+    """The session is closed or draining; carries the code it ended with."""
+
+
+@dataclass
+class SessionStats:
+    """Counters for metrics and benchmarks."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    streams_opened: int = 0
+    streams_accepted: int = 0
+
+
+class Session:
+    """One multiplexed tunnel over one transport. Use as an async context manager, or call
+    :meth:`start` and later :meth:`close`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        role: Role,
+        *,
+        settings: Settings | None = None,
+        handler: StreamHandler | None = None,
+        high_water: int = DEFAULT_HIGH_WATER,
+        control_backlog_limit: int = DEFAULT_CONTROL_BACKLOG,
+        name: str = "",
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._conn = Connection(role, settings, now=self._loop.time())
+        self._handler = handler
+        self._high_water = high_water
+        self._control_backlog_limit = control_backlog_limit
+        self.name = name
+        self.stats = SessionStats()
+        self._streams: dict[int, TunnelStream] = {}
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup = asyncio.Event()
+        self._progress: asyncio.Future[None] = self._loop.create_future()
+        self._hello = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._finishing = False
+        self.close_code: ErrorCode | None = None
+        self.close_reason = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                self._loop.create_task(self._read_loop(), name=f"tunnel-read {self.name}"),
+                self._loop.create_task(self._write_loop(), name=f"tunnel-write {self.name}"),
+                self._loop.create_task(self._timer_loop(), name=f"tunnel-timer {self.name}"),
+            ]
+
+    async def __aenter__(self) -> Session:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def wait_ready(self) -> Settings:
+        """Wait for the peer's HELLO; raises :class:`SessionClosedError` if the session ends."""
+        hello = self._loop.create_task(self._hello.wait())
+        closed = self._loop.create_task(self._closed.wait())
+        try:
+            await asyncio.wait((hello, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hello.cancel()
+            closed.cancel()
+        if self._conn.peer_settings is None:
+            raise SessionClosedError(self.close_reason or "session closed before HELLO")
+        return self._conn.peer_settings
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def is_draining(self) -> bool:
+        """True once either side sent GOAWAY: open new streams elsewhere."""
+        return self._conn.state is not ConnectionState.OPEN
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def close(
+        self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "", *, grace: float = 10.0
+    ) -> None:
+        """End the session. NO_ERROR drains first: streams in flight get ``grace`` seconds to
+        finish. Any other code resets every stream at once."""
+        if self._closed.is_set():
+            return
+        self.start()
+        self._finishing = True
+        self._dispatch(self._conn.close(code, reason))
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._closed.wait(), grace)
+        except TimeoutError:
+            self._dispatch(self._conn.close(ErrorCode.CANCEL, "drain timed out"))
+            self._wakeup.set()
+            try:
+                await asyncio.wait_for(self._closed.wait(), 1.0)
+            except TimeoutError:
+                await self._shutdown()
+
+    # ------------------------------------------------------------------ streams
+
+    async def open_stream(
+        self, target: frames.Target, metadata: Mapping[str, Any] | None = None
+    ) -> TunnelStream:
+        """Open a stream to the peer (an HTTP request head or a dial target)."""
+        if self._closed.is_set():
+            raise SessionClosedError(self.close_reason or "session is closed", self.close_code)
+        stream_id = self._conn.open_stream(target, metadata)
+        stream = TunnelStream(self, stream_id, target=target, metadata=dict(metadata or {}))
+        self._streams[stream_id] = stream
+        self.stats.streams_opened += 1
+        self._wakeup.set()
+        return stream
+
+    def _send_headers(
+        self,
+        stream_id: int,
+        status: int,
+        headers: frames.Headers,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        self._conn.send_headers(stream_id, status, headers, metadata)
+        self._wakeup.set()
+
+    def _send_data(self, stream_id: int, data: bytes) -> None:
+        self._conn.send_data(stream_id, data)
+        self._wakeup.set()
+
+    def _end(self, stream_id: int) -> None:
+        self._conn.end_stream(stream_id)
+        self._wakeup.set()
+        self._release_closed_streams()
+
+    def _reset(self, stream_id: int, code: ErrorCode, reason: str) -> None:
+        self._conn.reset_stream(stream_id, code, reason)
+        self._streams.pop(stream_id, None)
+        self._wakeup.set()
+
+    def _acknowledge(self, stream_id: int, size: int) -> None:
+        self._conn.acknowledge_data(stream_id, size)
+        self._wakeup.set()
+
+    async def _wait_writable(self, stream: TunnelStream) -> None:
+        while self._conn.outbound_buffered(stream.stream_id) > self._high_water:
+            if stream.is_reset:
+                break
+            await self._next_progress()
+        stream._raise_if_reset()
+
+    async def _next_progress(self) -> None:
+        await asyncio.shield(self._progress)
+
+    def _notify_progress(self) -> None:
+        progress, self._progress = self._progress, self._loop.create_future()
+        progress.set_result(None)
+
+    def _release_closed_streams(self) -> None:
+        """Forget the streams the core has finished with; their readers keep their buffers."""
+        for stream_id in self._conn.take_closed_streams():
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                stream._finish()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _read_loop(self) -> None:
+        conn = self._conn
+        try:
+            while not conn.closed:
+                try:
+                    message = await self._transport.receive()
+                except (OSError, RuntimeError, ValueError) as exc:
+                    logger.debug("tunnel %s: receive failed: %r", self.name, exc)
+                    message = None
+                if message is None:
+                    self._dispatch(conn.connection_lost())
+                    break
+                if message is TEXT or isinstance(message, str):
+                    self._dispatch(conn.receive_text())
+                else:
+                    self.stats.messages_in += 1
+                    self.stats.bytes_in += len(message)
+                    self._dispatch(conn.receive_message(message))
+                self._wakeup.set()
+                while conn.control_backlog > self._control_backlog_limit and not conn.closed:
+                    await self._next_progress()
+        finally:
+            self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        conn = self._conn
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while message := conn.data_to_send():
+                    await self._transport.send(message)
+                    self.stats.messages_out += 1
+                    self.stats.bytes_out += len(message)
+                    self._notify_progress()
+                self._release_closed_streams()
+                self._notify_progress()
+                if conn.closed or (self._finishing and conn.is_drained):
+                    break
+        except (OSError, RuntimeError, ConnectionError) as exc:
+            logger.debug("tunnel %s: send failed: %r", self.name, exc)
+            self._dispatch(conn.connection_lost())
+        finally:
+            await self._shutdown()
+
+    async def _timer_loop(self) -> None:
+        conn = self._conn
+        while (deadline := conn.next_deadline()) is not None:
+            await asyncio.sleep(max(0.0, deadline - self._loop.time()))
+            self._dispatch(conn.handle_timer(self._loop.time()))
+            self._wakeup.set()
+
+    async def _shutdown(self) -> None:
+        if self._closed.is_set():
+            return
+        if not self._conn.closed:
+            self._dispatch(self._conn.close(ErrorCode.NO_ERROR))  # ends it if drained
+        if not self._conn.closed:
+            self._dispatch(self._conn.close(ErrorCode.INTERNAL_ERROR, "session shut down"))
+        self._closed.set()
+        self._notify_progress()
+        try:
+            await self._transport.close(1000 if self.close_code in (None, 0) else 1011)
+        except (OSError, RuntimeError, ConnectionError):  # pragma: no cover - best effort
+            pass
+        current = asyncio.current_task()
+        for task in (*self._tasks, *self._handler_tasks):
+            if task is not current:
+                task.cancel()
+
+    # ------------------------------------------------------------------ events
+
+    def _dispatch(self, happened: list[events.Event]) -> None:
+        for event in happened:
+            match event:
+                case events.DataReceived(stream_id, data):
+                    stream = self._streams.get(stream_id)
+                    if stream is not None:
+                        stream._feed(data)
+                case events.StreamOpened(stream_id, target, metadata):
+                    self._accept(stream_id, target, metadata)
+                case events.ResponseReceived(stream_id, status, headers, metadata):
+                    stream = self._streams.get(stream_id)
+                    if stream is not None:
+                        stream._set_response(ResponseHead(status, headers, metadata))
+                case events.StreamEnded(stream_id):
+                    stream = self._streams.get(stream_id)
+                    if stream is not None:
+                        stream._feed_eof()
+                case events.StreamReset(stream_id, code, reason, remote):
+                    stream = self._streams.pop(stream_id, None)
+                    if stream is not None:
+                        stream._fail(StreamResetError(code, reason, remote=remote))
+                case events.HelloReceived():
+                    self._hello.set()
+                case events.ConnectionTerminated(code, reason, remote):
+                    if self.close_code is None:
+                        self.close_code, self.close_reason = code, reason
+                    log = logger.info if code is ErrorCode.NO_ERROR else logger.warning
+                    log(
+                        "tunnel %s ended by %s: %s %s",
+                        self.name,
+                        "peer" if remote else "us",
+                        code.name,
+                        reason,
+                    )
+                case events.PongReceived() | events.GoAwayReceived():
+                    pass
+        if self._conn.closed:
+            for stream in self._streams.values():
+                stream._fail(
+                    StreamResetError(
+                        self.close_code or ErrorCode.INTERNAL_ERROR,
+                        self.close_reason or "session closed",
+                        remote=False,
+                    )
+                )
+            self._streams.clear()
+            self._wakeup.set()
+        self._release_closed_streams()
+
+    def _accept(self, stream_id: int, target: frames.Target, metadata: dict[str, Any]) -> None:
+        stream = TunnelStream(self, stream_id, target=target, metadata=metadata)
+        self._streams[stream_id] = stream
+        self.stats.streams_accepted += 1
+        if self._handler is None:
+            stream.reset(ErrorCode.REFUSED_STREAM, "this side accepts no streams")
+            return
+        task = self._loop.create_task(self._run_handler(stream), name=f"tunnel-stream {stream_id}")
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _run_handler(self, stream: TunnelStream) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(stream)
+        except StreamResetError:
+            pass
+        except asyncio.CancelledError:
+            stream.reset(ErrorCode.CANCEL, "handler cancelled")
+            raise
+        except Exception:  # a handler bug must cost one stream, not the session
+            logger.exception("tunnel %s: stream %d handler failed", self.name, stream.stream_id)
+            stream.reset(ErrorCode.INTERNAL_ERROR, "handler failed")

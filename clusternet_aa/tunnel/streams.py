@@ -1,0 +1,203 @@
+"""TunnelStream: an asyncio reader/writer over one multiplexed stream.
+
+Reads return credit to the peer as the consumer takes bytes, so a slow reader slows only its
+own sender. Writes queue bytes in the protocol core; :meth:`TunnelStream.drain` waits until the
+stream's queued bytes fall under the high-water mark, which bounds a writer's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
+
+if TYPE_CHECKING:
+    from clusternet_aa.tunnel.session import Session
+
+
+class StreamResetError(TunnelError):
+    """The stream was reset (by the peer, by us, or because the session ended)."""
+
+    def __init__(self, code: ErrorCode, reason: str, *, remote: bool) -> None:
+        super().__init__(f"stream reset ({code.name}): {reason}", code)
+        self.reason = reason
+        self.remote = remote
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    status: int
+    headers: frames.Headers = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class TunnelStream:
+    """One stream of a :class:`~clusternet_aa.tunnel.session.Session`.
+
+    For a stream we opened, await :meth:`response` for the peer's head. For a stream the peer
+    opened, ``target`` and ``metadata`` say what it wants; answer with :meth:`send_headers`.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        stream_id: int,
+        *,
+        target: frames.Target,
+        metadata: dict[str, Any],
+    ) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self.target = target
+        self.metadata = metadata
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: StreamResetError | None = None
+        self._readable = asyncio.Event()
+        self._response: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self._done = asyncio.Event()
+        self._write_closed = False
+
+    # -------------------------------------------------------------- reading
+
+    async def response(self) -> ResponseHead:
+        """The peer's response head (raises :class:`StreamResetError` if reset first)."""
+        return await asyncio.shield(self._response)
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        """Up to ``max_bytes`` (all buffered bytes when -1); b"" at end of stream."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+        if max_bytes < 0 or max_bytes >= self._buffered:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        else:
+            parts: list[bytes] = []
+            need = max_bytes
+            while need:
+                chunk = self._chunks.popleft()
+                if len(chunk) > need:
+                    self._chunks.appendleft(chunk[need:])
+                    chunk = chunk[:need]
+                parts.append(chunk)
+                need -= len(chunk)
+            data = b"".join(parts)
+        self._buffered -= len(data)
+        self._session._acknowledge(self.stream_id, len(data))
+        return data
+
+    async def readexactly(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            chunk = await self.read(size - got)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), size)
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet (at most the stream window)."""
+        return self._buffered
+
+    # -------------------------------------------------------------- writing
+
+    def send_headers(
+        self,
+        status: int,
+        headers: frames.Headers = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._raise_if_reset()
+        self._session._send_headers(self.stream_id, status, headers, metadata)
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; call :meth:`drain` to wait for room."""
+        self._raise_if_reset()
+        self._session._send_data(self.stream_id, data)
+
+    async def drain(self) -> None:
+        """Wait until this stream's queued bytes are under the high-water mark."""
+        await self._session._wait_writable(self)
+
+    async def write_all(self, data: bytes) -> None:
+        self.write(data)
+        await self.drain()
+
+    def write_eof(self) -> None:
+        """Half-close: the peer reads end-of-stream after the bytes already written."""
+        if self._write_closed or self._error is not None:
+            return
+        self._write_closed = True
+        self._session._end(self.stream_id)
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abort the stream both ways."""
+        if self._error is None:
+            self._session._reset(self.stream_id, code, reason)
+            self._fail(StreamResetError(code, reason or code.name, remote=False))
+
+    def close(self) -> None:
+        """Done with the stream: half-close our side, and reset it if the peer has not
+        finished, so that an abandoned response stops using the link."""
+        self.write_eof()
+        if not self._eof:
+            self.reset(ErrorCode.CANCEL, "closed by the reader")
+
+    @property
+    def is_reset(self) -> bool:
+        return self._error is not None
+
+    async def wait_closed(self) -> None:
+        """Wait until both halves are done or the stream was reset."""
+        await self._done.wait()
+
+    # -------------------------------------------------------------- fed by the session
+
+    def _raise_if_reset(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._readable.set()
+
+    def _feed_eof(self) -> None:
+        self._eof = True
+        self._readable.set()
+
+    def _set_response(self, head: ResponseHead) -> None:
+        if not self._response.done():
+            self._response.set_result(head)
+
+    def _fail(self, error: StreamResetError) -> None:
+        if self._error is None:
+            self._error = error
+        self._chunks.clear()
+        self._buffered = 0
+        if not self._response.done():
+            self._response.set_exception(error)
+            self._response.exception()  # mark retrieved: nobody may be waiting for it
+        self._readable.set()
+        self._done.set()
+
+    def _finish(self) -> None:
+        self._done.set()
