@@ -306,7 +306,7 @@ def test_aggregated_cluster_role() -> None:
 def test_aggregate_cluster_roles_dedups_in_name_order_and_nests() -> None:
     pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}
     nodes = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}
-    roles = [
+    roles: list[Obj] = [
         {
             "metadata": {"name": "top"},
             "aggregationRule": {
