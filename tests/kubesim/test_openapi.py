@@ -284,6 +284,21 @@ def test_kube_forms_not_json_schema_forms() -> None:
     patch = v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
     assert "fieldValidation" in {p["name"] for p in patch["parameters"]}
     assert patch["x-kubernetes-action"] == "patch"
+    assert patch["operationId"] == "patchAppsV1NamespacedDeployment"
+    ids = {
+        op["operationId"]
+        for item in v2["paths"].values()
+        for name, op in item.items()
+        if name != "parameters"
+    }
+    assert {
+        "listCoreV1PodForAllNamespaces",
+        "watchAppsV1NamespacedDeploymentList",
+        "readAppsV1NamespacedDeploymentScale",
+        "createCoreV1NamespacedServiceAccountToken",
+        "deleteRbacAuthorizationV1CollectionClusterRole",
+        "createAuthorizationV1SelfSubjectAccessReview",
+    } <= ids
     assert "application/strategic-merge-patch+json" in patch["consumes"]
     # A CRD's v2 schema drops what Swagger 2.0 cannot express.
     port = v2["definitions"]["io.example.apps.v1alpha1.Widget"]["properties"]["spec"]

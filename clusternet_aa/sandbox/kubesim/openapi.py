@@ -16,6 +16,7 @@ definitions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -155,6 +156,7 @@ class _Operation:
     query: tuple[str, ...] = ()
     watch: bool = False
     statuses: tuple[str, ...] = ("200",)
+    operation_id: str = ""
 
 
 @dataclass
@@ -396,6 +398,9 @@ def _resource_paths(resource: ResourceInfo) -> dict[str, _Path]:
     paths: dict[str, _Path] = {}
 
     def add(path: str, params: tuple[str, ...], operation: _Operation) -> None:
+        operation = dataclasses.replace(
+            operation, operation_id=_operation_id(operation, resource, path)
+        )
         paths.setdefault(path, _Path(params)).operations.append(operation)
 
     if "list" in verbs:
@@ -610,8 +615,8 @@ def _parameter(name: str, where: str, style: Style) -> Obj:
 
 def _render_operation(operation: _Operation, style: Style, definitions: dict[str, Obj]) -> Obj:
     rendered: Obj = {"description": f"{operation.action or 'get'} {operation.gvk[2]}".strip()}
-    if operation.action:
-        rendered["operationId"] = _operation_id(operation)
+    if operation.operation_id:
+        rendered["operationId"] = operation.operation_id
     group, version, kind = operation.gvk
     tag = _tag(group, version)
     response_schema = (
@@ -683,13 +688,20 @@ def _tag(group: str, version: str) -> str:
     return f"{camel[:1].lower()}{camel[1:]}_{version}"
 
 
-def _operation_id(operation: _Operation) -> str:
-    group, version, kind = operation.gvk
+def _operation_id(operation: _Operation, resource: ResourceInfo, path: str) -> str:
+    """kube's operation ids: ``readAppsV1NamespacedDeploymentStatus``,
+    ``listCoreV1PodForAllNamespaces``, ``deleteRbacAuthorizationV1CollectionClusterRole``."""
     verb = {
+        "get": "read",
         "post": "create",
         "put": "replace",
         "watchlist": "watch",
-        "deletecollection": "deleteCollection",
+        "deletecollection": "delete",
     }.get(operation.action, operation.action)
-    suffix = "List" if operation.action == "watchlist" else ""
-    return f"{verb}{_camel_group(group)}{version.capitalize()}{kind}{suffix}"
+    collection = "Collection" if operation.action == "deletecollection" else ""
+    namespaced = "Namespaced" if "{namespace}" in path else ""
+    sub = path.rsplit("/", 1)[-1].capitalize() if "/{name}/" in path else ""
+    listing = "List" if operation.action == "watchlist" else ""
+    everywhere = "ForAllNamespaces" if resource.namespaced and not namespaced else ""
+    group = _camel_group(resource.group) + resource.version.capitalize()
+    return f"{verb}{group}{collection}{namespaced}{resource.kind}{sub}{listing}{everywhere}"
