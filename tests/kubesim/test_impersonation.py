@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
+from clusternet_aa.sandbox.kubesim.impersonation import forbidden as forbidden_error
 from clusternet_aa.sandbox.kubesim.impersonation import impersonate, split_service_account
 from clusternet_aa.sandbox.kubesim.rbac import RBAC_GROUP, RBACAuthorizer
 from clusternet_aa.sandbox.kubesim.types import (
@@ -264,4 +265,24 @@ def test_system_masters_may_impersonate_anyone() -> None:
     user = impersonate(admin, headers, NOBODY)
     assert user == UserInfo(
         name="bob", uid="u", groups=("g", "system:authenticated"), extra={"scopes": ("s",)}
+    )
+
+
+def test_malformed_extra_key_escape_is_kept_verbatim() -> None:
+    admin = UserInfo(name="root", groups=("system:masters",))
+    headers = [("Impersonate-User", "bob"), ("Impersonate-Extra-a%zzb", "v")]
+    assert impersonate(admin, headers, NOBODY).extra == {"a%zzb": ("v",)}
+    spaced = [("Impersonate-User", "bob"), ("Impersonate-Extra-My%20Key", "v")]
+    assert impersonate(admin, spaced, NOBODY).extra == {"my key": ("v",)}
+
+
+def test_forbidden_wording_for_paths_and_unnamed_resources() -> None:
+    path = RequestAttributes(user=ALICE, verb="get", is_resource_request=False, path="/apis")
+    assert forbidden_error(path, "").message == 'forbidden: User "alice" cannot get path "/apis"'
+    listing = RequestAttributes(
+        user=ALICE, verb="list", is_resource_request=True, resource="pods", namespace="ns1"
+    )
+    assert forbidden_error(listing, "").message == (
+        'pods is forbidden: User "alice" cannot list resource "pods" in API group "" '
+        'in the namespace "ns1"'
     )

@@ -403,3 +403,28 @@ def test_bootstrap_cluster_admin_is_listed_for_masters(defaults: RBACAuthorizer)
     admin = UserInfo(name="root", groups=("system:masters", "system:authenticated"))
     resource_rules, _ = defaults.rules_for(admin, "default")
     assert ResourceRule(("*",), ("*",), ("*",), ()) in resource_rules
+
+
+@pytest.mark.parametrize(
+    ("expression", "selected"),
+    [
+        ({"key": "tier", "operator": "NotIn", "values": ["b"]}, ["a-role", "none-role"]),
+        ({"key": "tier", "operator": "Exists"}, ["a-role", "b-role"]),
+        ({"key": "tier", "operator": "DoesNotExist"}, ["none-role"]),
+        ({"key": "tier", "operator": "Bogus"}, []),
+    ],
+)
+def test_aggregation_selector_operators(expression: Obj, selected: list[str]) -> None:
+    def leaf(name: str, labels: dict[str, str]) -> Obj:
+        return {"metadata": {"name": name, "labels": labels}, "rules": [{"verbs": [name]}]}
+
+    roles: list[Obj] = [
+        {
+            "metadata": {"name": "agg"},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchExpressions": [expression]}]},
+        },
+        leaf("a-role", {"tier": "a"}),
+        leaf("b-role", {"tier": "b"}),
+        leaf("none-role", {}),
+    ]
+    assert aggregate_cluster_roles(roles)["agg"] == [{"verbs": [name]} for name in selected]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from clusternet_aa.sandbox.kubesim.authn import Authenticator
+from clusternet_aa.sandbox.kubesim.impersonation import impersonate
 from clusternet_aa.sandbox.kubesim.rbac import RBAC_GROUP, RBACAuthorizer, bootstrap_policy
 from clusternet_aa.sandbox.kubesim.reviews import (
     review_local_subject_access,
@@ -280,3 +281,16 @@ def test_self_subject_rules_review_reports_missing_roles(
 def test_self_subject_review() -> None:
     out = review_self_subject(ALICE)
     assert out["status"] == {"userInfo": {"username": "alice", "groups": ["system:authenticated"]}}
+
+
+def test_can_i_as_another_user(authz: RBACAuthorizer) -> None:
+    """``kubectl auth can-i --as alice``: impersonation first, then the review for alice."""
+    admin = UserInfo(name="root", groups=("system:masters", "system:authenticated"))
+    acting = impersonate(admin, [("Impersonate-User", "alice")], authz.authorize)
+    review = {
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"namespace": "ns1", "verb": "list", "resource": "pods"}},
+    }
+    assert review_self_subject_access(review, acting, authz)["status"]["allowed"] is True
+    secrets = {**review, "spec": {"resourceAttributes": {"verb": "list", "resource": "secrets"}}}
+    assert review_self_subject_access(secrets, acting, authz)["status"] == {"allowed": False}
