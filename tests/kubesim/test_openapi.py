@@ -19,10 +19,67 @@ import pytest
 from aiohttp import web
 
 from clusternet_aa.sandbox.kubesim import openapi
-from clusternet_aa.sandbox.kubesim.registry import BUILTINS
 from clusternet_aa.sandbox.kubesim.types import ResourceInfo
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or ""
+
+CRUD = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+def _builtin(
+    group: str, resource: str, kind: str, *, namespaced: bool = True, **extra: Any
+) -> ResourceInfo:
+    return ResourceInfo(
+        group=group,
+        version="v1",
+        resource=resource,
+        kind=kind,
+        singular=kind.lower(),
+        namespaced=namespaced,
+        verbs=extra.pop("verbs", CRUD),
+        **extra,
+    )
+
+
+#: Built-ins as discovery lists them (the server's own table lives with the server).
+BUILTINS = (
+    _builtin("", "pods", "Pod", short_names=("po",), subresources=("status",)),
+    _builtin(
+        "",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("finalize", "status"),
+    ),
+    _builtin("", "serviceaccounts", "ServiceAccount", subresources=("token",)),
+    _builtin("", "configmaps", "ConfigMap", short_names=("cm",)),
+    _builtin(
+        "apps",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        subresources=("scale", "status"),
+    ),
+    _builtin("batch", "jobs", "Job", subresources=("status",)),
+    _builtin("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", namespaced=False),
+    _builtin("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
+    _builtin(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        namespaced=False,
+        verbs=("create",),
+    ),
+    _builtin(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        short_names=("crd",),
+        subresources=("status",),
+    ),
+)
 
 WIDGET = ResourceInfo(
     group="apps.example.io",
