@@ -24,7 +24,7 @@ from clusternet_aa.sandbox.kubesim import fieldschema
 from clusternet_aa.sandbox.kubesim.fieldschema import Node
 from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj, ResourceInfo
 
-__all__ = ["apply_strategic_merge_patch", "strategic_merge"]
+__all__ = ["apply_strategic_merge_patch", "go_format", "strategic_merge"]
 
 DIRECTIVE = "$patch"
 RETAIN_KEYS = "$retainKeys"
@@ -98,7 +98,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], schema: Node | N
             return replaced
         if directive == "delete":
             return {}
-        raise _bad_request(f"unknown patch type: {directive} in map: {_go_map(patch)}")
+        raise _bad_request(f"unknown patch type: {directive} in map: {go_format(patch)}")
 
     _apply_retain_keys(original, patch)
     _merge_set_element_order(original, patch, schema)
@@ -347,16 +347,16 @@ def _merge_slice(
 
 
 def _no_merge_key(item: Any, merge_key: str) -> PatchError:
-    return PatchError(f"map: {_go_map(item)} does not contain declared merge key: {merge_key}")
+    return PatchError(f"map: {go_format(item)} does not contain declared merge key: {merge_key}")
 
 
-def _go_map(value: Any) -> str:
+def go_format(value: Any) -> str:
     """Go's ``%v`` of a decoded JSON value, for error texts."""
     if isinstance(value, dict):
-        inner = " ".join(f"{k}:{_go_map(v)}" for k, v in sorted(value.items()))
+        inner = " ".join(f"{k}:{go_format(v)}" for k, v in sorted(value.items()))
         return f"map[{inner}]"
     if isinstance(value, list):
-        return "[" + " ".join(_go_map(v) for v in value) + "]"
+        return "[" + " ".join(go_format(v) for v in value) + "]"
     if value is None:
         return "<nil>"
     if isinstance(value, bool):
@@ -390,7 +390,7 @@ def _merge_special_elements(
         elif directive == "merge":
             raise PatchError("merging lists cannot yet be specified in the patch")
         else:
-            raise _bad_request(f"unknown patch type: {directive} in map: {_go_map(item)}")
+            raise _bad_request(f"unknown patch type: {directive} in map: {go_format(item)}")
     if replace:
         return [_without_directives(i) for i in plain], []
     return original, plain
