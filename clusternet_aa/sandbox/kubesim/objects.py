@@ -68,7 +68,10 @@ def _without_rv(obj: Obj) -> Obj:
     clone = copy.deepcopy(obj)
     meta = clone.get("metadata", {})
     meta.pop("resourceVersion", None)
-    meta.pop("managedFields", None)
+    # Ownership changes are changes; a refreshed timestamp alone is not (as kube's fieldmanager).
+    for entry in meta.get("managedFields") or ():
+        if isinstance(entry, dict):
+            entry.pop("time", None)
     return clone
 
 

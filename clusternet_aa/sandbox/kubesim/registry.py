@@ -258,6 +258,8 @@ class Registry:
     def __init__(self, builtins: Iterable[ResourceInfo] = BUILTINS) -> None:
         self._builtins = tuple(builtins)
         self._custom: dict[str, CustomResource] = {}
+        #: Bumped whenever the served set changes, so caches (OpenAPI) know to rebuild.
+        self.version = 0
 
     def all(self) -> list[ResourceInfo]:
         """Every served resource, built-ins first."""
@@ -326,9 +328,12 @@ class Registry:
         return None
 
     def set_custom(self, custom: CustomResource) -> None:
+        if self._custom.get(custom.crd_name) != custom:
+            self.version += 1
         self._custom[custom.crd_name] = custom
 
     def remove_custom(self, crd_name: str) -> CustomResource | None:
+        self.version += 1
         return self._custom.pop(crd_name, None)
 
     def custom(self, crd_name: str) -> CustomResource | None:

@@ -50,6 +50,8 @@ Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 VirtualCreate = Callable[[Call, Obj], Awaitable[Obj]]
 #: Field validation: (object, resource, mode) -> warnings; raises 400 in Strict mode.
 FieldValidator = Callable[[Obj, ResourceInfo, str], list[str]]
+#: managedFields bookkeeping: (existing or None, new, manager, resource, subresource) -> new.
+ManagedFieldsRecorder = Callable[["Obj | None", Obj, str, ResourceInfo, str], Obj]
 #: Patch appliers by media type: (current object or None, patch, call) -> patched object.
 PatchApplier = Callable[["Obj | None", Any, Call], Obj]
 
@@ -146,6 +148,7 @@ class RestHandlers:
         self.protobuf: bodies.ProtobufDecoder | None = None
         self.field_validator: FieldValidator | None = None
         self.patchers: dict[str, PatchApplier] = {}
+        self.managed_fields: ManagedFieldsRecorder | None = None
         self.watch: Handler | None = None
 
     # -- dispatch ------------------------------------------------------------------------
@@ -256,6 +259,29 @@ class RestHandlers:
             return
         call.warnings.extend(self.field_validator(obj, call.resource, _field_validation(call)))
 
+    def field_manager(self, call: Call) -> str:
+        """``fieldManager``, else the User-Agent's product name, as kube-apiserver defaults it."""
+        manager = call.request.query.get("fieldManager", "")
+        if manager:
+            if len(manager) > 128:
+                raise KubesimError(
+                    422,
+                    "Invalid",
+                    'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be '
+                    "more than 128 bytes",
+                )
+            return str(manager)
+        agent = call.request.headers.get("User-Agent", "")
+        return agent.split("/", 1)[0][:128] or "unknown"
+
+    def record(self, call: Call, existing: Obj | None, new: Obj) -> Obj:
+        """``new`` with managedFields updated for a non-apply write."""
+        if self.managed_fields is None:
+            return new
+        return self.managed_fields(
+            existing, new, self.field_manager(call), call.resource, call.info.subresource
+        )
+
     def respond_object(self, call: Call, obj: Obj, status: int = 200) -> web.Response:
         if negotiation.wants_table(call.request.headers.get("Accept", "")):
             return json_response(
@@ -290,6 +316,7 @@ class RestHandlers:
         self.check_namespace(call, obj)
         dry_run = _dry_run(call)
         self.validate(call, obj)
+        obj = self.record(call, None, obj)
         created = self.service.create(call.resource, obj, dry_run=dry_run)
         return self.respond_object(call, created, status=201)
 
@@ -369,6 +396,10 @@ class RestHandlers:
         self.check_name(call, obj)
         dry_run = _dry_run(call)
         self.validate(call, obj)
+        existing = self.service.store.get(
+            (call.resource.group, call.resource.resource), call.namespace, call.info.name
+        )
+        obj = self.record(call, existing, obj)
         result, created = self.service.update(call.resource, obj, dry_run=dry_run)
         return self.respond_object(call, result, status=201 if created else 200)
 
@@ -403,6 +434,8 @@ class RestHandlers:
         self._check_patched(call, patched)
         dry_run = _dry_run(call)
         self.validate(call, patched)
+        if bodies.media_type(call.request.headers.get("Content-Type")) != bodies.APPLY_PATCH:
+            patched = self.record(call, current, patched)
         if current is None:
             patched["metadata"].pop("resourceVersion", None)
             created = self.service.create(resource, patched, dry_run=dry_run)

@@ -11,7 +11,7 @@ import copy
 
 from aiohttp import web
 
-from clusternet_aa.sandbox.kubesim import selectors
+from clusternet_aa.sandbox.kubesim import bodies, selectors
 from clusternet_aa.sandbox.kubesim.objects import conflict
 from clusternet_aa.sandbox.kubesim.rest import Call, RestHandlers, json_response
 from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj
@@ -56,12 +56,16 @@ class GenericSubresources:
             rest.check_type_meta(call, obj)
             rest.check_namespace(call, obj)
             rest.check_name(call, obj)
+            current = service.get(call.resource, call.namespace, call.info.name)
+            obj = rest.record(call, current, obj)
             result, _ = service.update(call.resource, obj, subresource="status")
             return rest.respond_object(call, result)
         if verb == "patch":
             current = service.get(call.resource, call.namespace, call.info.name)
             patched = await rest.apply_patch(call, current)
             rest._check_patched(call, patched)
+            if bodies.media_type(call.request.headers.get("Content-Type")) != bodies.APPLY_PATCH:
+                patched = rest.record(call, current, patched)
             result, _ = service.update(call.resource, patched, subresource="status", old=current)
             return rest.respond_object(call, result)
         raise _method_not_allowed(call)

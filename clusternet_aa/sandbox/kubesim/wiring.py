@@ -8,13 +8,14 @@ controllers, non-resource paths), so the server itself stays a pipeline.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from clusternet_aa.sandbox.kubesim import protobuf, reviews, tokens
+from clusternet_aa.sandbox.kubesim import bodies, openapi, patching, protobuf, reviews, tokens
+from clusternet_aa.sandbox.kubesim.requestinfo import parse_bool
 from clusternet_aa.sandbox.kubesim.rest import Call, json_response
-from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj
+from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj, ResourceInfo, UserInfo
 
 if TYPE_CHECKING:
     from clusternet_aa.sandbox.kubesim.server import KubesimServer
@@ -156,10 +157,68 @@ def _token_secrets(server: KubesimServer) -> None:
 
 
 def wire_patching(server: KubesimServer) -> None:
-    """Patch appliers and field validation, from the patching and validation modules."""
-    del server
+    """Patch appliers (merge, JSON, strategic, server-side apply) and managedFields."""
+    rest = server.rest
+
+    def merge(current: Obj | None, patch: Any, call: Call) -> Obj:
+        assert current is not None
+        return patching.apply_merge_patch(current, patch)
+
+    def json_patch(current: Obj | None, patch: Any, call: Call) -> Obj:
+        assert current is not None
+        return patching.apply_json_patch(current, patch)
+
+    def strategic(current: Obj | None, patch: Any, call: Call) -> Obj:
+        assert current is not None
+        return patching.apply_strategic_merge_patch(current, patch, call.resource)
+
+    def apply(current: Obj | None, patch: Any, call: Call) -> Obj:
+        force = call.request.query.get("force", "")
+        return patching.apply_server_side(
+            current,
+            patch,
+            manager=rest.field_manager(call),
+            force=bool(force) and parse_bool(force, "force"),
+            resource=call.resource,
+            subresource=call.info.subresource,
+        )
+
+    rest.patchers[bodies.MERGE_PATCH] = merge
+    rest.patchers[bodies.JSON_PATCH] = json_patch
+    rest.patchers[bodies.STRATEGIC_PATCH] = strategic
+    rest.patchers[bodies.APPLY_PATCH] = apply
+
+    def record(
+        existing: Obj | None, new: Obj, manager: str, resource: ResourceInfo, subresource: str
+    ) -> Obj:
+        return patching.record_update(
+            existing, new, manager=manager, resource=resource, subresource=subresource
+        )
+
+    rest.managed_fields = record
 
 
 def wire_openapi(server: KubesimServer) -> None:
-    """``/openapi/v2`` and ``/openapi/v3`` from the openapi module."""
-    del server
+    """``/openapi/v2`` and ``/openapi/v3`` (index and per group-version), always JSON."""
+    cache = openapi.OpenAPICache()
+
+    def respond(document: openapi.CachedDocument) -> web.Response:
+        response = web.Response(body=document.body, content_type="application/json")
+        response.headers["ETag"] = f'"{document.hash}"'
+        return response
+
+    async def v2(request: web.Request, user: UserInfo) -> web.StreamResponse:
+        return respond(cache.v2(server.registry.version, server.registry.all()))
+
+    async def v3_index(request: web.Request, user: UserInfo) -> web.StreamResponse:
+        return respond(cache.v3_index(server.registry.version, server.registry.all()))
+
+    async def v3(request: web.Request, user: UserInfo) -> web.StreamResponse:
+        document = cache.v3(server.registry.version, server.registry.all(), request.path)
+        if document is None:
+            raise KubesimError(404, "NotFound", "the server could not find the requested resource")
+        return respond(document)
+
+    server.non_resource["/openapi/v2"] = v2
+    server.non_resource["/openapi/v3"] = v3_index
+    server.non_resource_prefixes["/openapi/v3/"] = v3
