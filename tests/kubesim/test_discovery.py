@@ -17,9 +17,11 @@ async def test_version_is_configurable() -> None:
         import aiohttp
 
         connector = aiohttp.TCPConnector(ssl=sim.pki.client_ssl_context())
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get(sim.url + "/version") as reply:
-                body = await reply.json()
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(sim.url + "/version") as reply,
+        ):
+            body = await reply.json()
     assert body["gitVersion"] == "v1.30.2"
     assert (body["major"], body["minor"]) == ("1", "30")
 

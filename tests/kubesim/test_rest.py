@@ -367,3 +367,35 @@ async def test_method_and_scope_errors(raw: Raw) -> None:
     assert cluster_in_ns.status == 404
     garbage = await raw.request("PATCH", f"{CM}/x", data=b"{}", content_type="text/plain")
     assert garbage.status in (404, 415)
+
+
+async def test_field_validation_and_patches(raw: Raw) -> None:
+    unknown = configmap("fv", extra_field=1)
+    strict = await raw.post(f"{CM}?fieldValidation=Strict", unknown)
+    assert strict.status == 400
+    assert 'strict decoding error: unknown field "extra_field"' in strict.body["message"]
+    warned = await raw.post(f"{CM}?fieldValidation=Warn", unknown)
+    assert warned.status == 201
+    assert warned.headers.getall("Warning") == ['299 - "unknown field \\"extra_field\\""']
+    assert "extra_field" not in warned.body, "unknown fields are dropped"
+    merge = await raw.patch(f"{CM}/fv", {"data": {"m": "1"}}, "application/merge-patch+json")
+    assert merge.body["data"] == {"k": "v", "m": "1"}
+    ops = [{"op": "replace", "path": "/data/k", "value": "j"}]
+    json_patch = await raw.patch(f"{CM}/fv", ops, "application/json-patch+json")
+    assert json_patch.body["data"]["k"] == "j"
+    smp = await raw.patch(
+        f"{CM}/fv", {"data": {"m": None}}, "application/strategic-merge-patch+json"
+    )
+    assert smp.body["data"] == {"k": "j"}
+    missing = await raw.patch(f"{CM}/none", {"data": {}}, "application/merge-patch+json")
+    assert missing.status == 404
+    applied = await raw.patch(
+        f"{CM}/ssa?fieldManager=tester",
+        configmap("ssa"),
+        "application/apply-patch+yaml",
+    )
+    assert applied.status == 201
+    managers = [m["manager"] for m in applied.body["metadata"]["managedFields"]]
+    assert managers == ["tester"]
+    no_manager = await raw.patch(f"{CM}/ssa", configmap("ssa"), "application/apply-patch+yaml")
+    assert no_manager.status == 422

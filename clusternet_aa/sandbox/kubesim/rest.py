@@ -48,8 +48,12 @@ class Call:
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 #: A create-only resource (reviews, token requests): body -> answer object.
 VirtualCreate = Callable[[Call, Obj], Awaitable[Obj]]
-#: Field validation: (object, resource, mode) -> warnings; raises 400 in Strict mode.
-FieldValidator = Callable[[Obj, ResourceInfo, str], list[str]]
+#: Field validation: (object, resource, mode, verb, patch body) -> warnings; raises in Strict.
+FieldValidator = Callable[[Obj, ResourceInfo, str, str, Any], list[str]]
+#: Drops fields the schema does not declare (CRD pruning; decoding into Go types for built-ins).
+Pruner = Callable[[Obj, ResourceInfo], Obj]
+#: Checks a custom resource against its CRD schema (422 Invalid).
+SchemaValidator = Callable[[Obj, ResourceInfo], None]
 #: managedFields bookkeeping: (existing or None, new, manager, resource, subresource) -> new.
 ManagedFieldsRecorder = Callable[["Obj | None", Obj, str, ResourceInfo, str], Obj]
 #: Patch appliers by media type: (current object or None, patch, call) -> patched object.
@@ -147,6 +151,8 @@ class RestHandlers:
         self.virtual: dict[tuple[str, str], VirtualCreate] = {}
         self.protobuf: bodies.ProtobufDecoder | None = None
         self.field_validator: FieldValidator | None = None
+        self.pruner: Pruner | None = None
+        self.schema_validator: SchemaValidator | None = None
         self.patchers: dict[str, PatchApplier] = {}
         self.managed_fields: ManagedFieldsRecorder | None = None
         self.watch: Handler | None = None
@@ -254,10 +260,16 @@ class RestHandlers:
                 f"({call.info.name})",
             )
 
-    def validate(self, call: Call, obj: Obj) -> None:
-        if self.field_validator is None:
-            return
-        call.warnings.extend(self.field_validator(obj, call.resource, _field_validation(call)))
+    def validate(self, call: Call, obj: Obj, *, verb: str = "create", patch: Any = None) -> Obj:
+        """fieldValidation (warnings or a Strict error), pruning, then the CRD schema."""
+        mode = _field_validation(call)
+        if self.field_validator is not None:
+            call.warnings.extend(self.field_validator(obj, call.resource, mode, verb, patch))
+        if self.pruner is not None:
+            obj = self.pruner(obj, call.resource)
+        if self.schema_validator is not None:
+            self.schema_validator(obj, call.resource)
+        return obj
 
     def field_manager(self, call: Call) -> str:
         """``fieldManager``, else the User-Agent's product name, as kube-apiserver defaults it."""
@@ -315,7 +327,7 @@ class RestHandlers:
         self.check_type_meta(call, obj)
         self.check_namespace(call, obj)
         dry_run = _dry_run(call)
-        self.validate(call, obj)
+        obj = self.validate(call, obj)
         obj = self.record(call, None, obj)
         created = self.service.create(call.resource, obj, dry_run=dry_run)
         return self.respond_object(call, created, status=201)
@@ -395,7 +407,7 @@ class RestHandlers:
         self.check_namespace(call, obj)
         self.check_name(call, obj)
         dry_run = _dry_run(call)
-        self.validate(call, obj)
+        obj = self.validate(call, obj, verb="update")
         existing = self.service.store.get(
             (call.resource.group, call.resource.resource), call.namespace, call.info.name
         )
@@ -404,7 +416,7 @@ class RestHandlers:
         return self.respond_object(call, result, status=201 if created else 200)
 
     async def apply_patch(self, call: Call, current: Obj | None) -> Obj:
-        """The object a PATCH body turns ``current`` into (None: apply creating)."""
+        """The object a PATCH body turns ``current`` into (None: apply creating), validated."""
         body = await call.request.read()
         patch_type, patch = bodies.decode_patch(body, call.request.headers.get("Content-Type"))
         if patch_type == bodies.APPLY_PATCH:
@@ -422,7 +434,11 @@ class RestHandlers:
             raise KubesimError(
                 415, "UnsupportedMediaType", f"the patch type {patch_type} is not supported"
             )
-        return patcher(copy.deepcopy(current) if current is not None else None, patch, call)
+        patched = patcher(copy.deepcopy(current) if current is not None else None, patch, call)
+        verb = "apply" if patch_type == bodies.APPLY_PATCH else "patch"
+        if call.info.subresource == "scale":
+            return patched  # a Scale, not an object of this resource
+        return self.validate(call, patched, verb=verb, patch=patch)
 
     async def patch(self, call: Call) -> web.Response:
         resource = call.resource
@@ -433,7 +449,6 @@ class RestHandlers:
         patched = await self.apply_patch(call, current)
         self._check_patched(call, patched)
         dry_run = _dry_run(call)
-        self.validate(call, patched)
         if bodies.media_type(call.request.headers.get("Content-Type")) != bodies.APPLY_PATCH:
             patched = self.record(call, current, patched)
         if current is None:

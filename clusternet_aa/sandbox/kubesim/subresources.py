@@ -56,6 +56,7 @@ class GenericSubresources:
             rest.check_type_meta(call, obj)
             rest.check_namespace(call, obj)
             rest.check_name(call, obj)
+            obj = rest.validate(call, obj, verb="update")
             current = service.get(call.resource, call.namespace, call.info.name)
             obj = rest.record(call, current, obj)
             result, _ = service.update(call.resource, obj, subresource="status")

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from clusternet_aa.sandbox.kubesim import bodies, openapi, patching, protobuf, reviews, tokens
+from clusternet_aa.sandbox.kubesim import (
+    bodies,
+    openapi,
+    patching,
+    protobuf,
+    reviews,
+    tokens,
+    validation,
+)
 from clusternet_aa.sandbox.kubesim.requestinfo import parse_bool
 from clusternet_aa.sandbox.kubesim.rest import Call, json_response
 from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj, ResourceInfo, UserInfo
@@ -196,6 +204,13 @@ def wire_patching(server: KubesimServer) -> None:
         )
 
     rest.managed_fields = record
+
+    def fields(obj: Obj, resource: ResourceInfo, mode: str, verb: str, patch: Any) -> list[str]:
+        return validation.validate_fields(obj, resource, mode=mode, verb=verb, patch=patch)
+
+    rest.field_validator = fields
+    rest.pruner = validation.prune
+    rest.schema_validator = validation.validate_schema
 
 
 def wire_openapi(server: KubesimServer) -> None:
