@@ -468,7 +468,9 @@ def apply_server_side(
         last = owners.get(me, ({}, set()))[1]
         others = {i: paths for i, (_, paths) in owners.items() if i != me}
         owned_by_others = set().union(*others.values()) if others else set()
-        for path in sorted(last - set(applied_fields), key=len, reverse=True):
+        # Parents first: removing a list element takes its fields with it, and an element
+        # whose fields another manager owns is kept while its own fields go.
+        for path in sorted(last - set(applied_fields), key=len):
             if not any(p[: len(path)] == path for p in owned_by_others):
                 _remove_path(merged, path, schema)
         merged = _drop_nulls(merged)
