@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,18 +121,26 @@ class Kubectl:
             "KUBECACHEDIR": str(self.home / "cache"),
         }
 
-    def run(
+    async def run(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.binary), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
+    ) -> Result:
+        """Run kubectl without blocking the loop the in-process server runs on."""
+        process = await asyncio.create_subprocess_exec(
+            str(self.binary),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=self.env(),
-            timeout=timeout,
-            check=False,
         )
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await process.communicate(stdin.encode() if stdin else None)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        result = Result(process.returncode or 0, out.decode(), err.decode())
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
@@ -140,14 +148,21 @@ class Kubectl:
             )
         return result
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [str(self.binary), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            str(self.binary),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=self.env(),
         )
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def kubectl_binaries() -> list[Path]:

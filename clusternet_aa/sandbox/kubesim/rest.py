@@ -206,18 +206,21 @@ class RestHandlers:
         return bodies.decode_object(body, call.request.headers.get("Content-Type"), self.protobuf)
 
     def check_type_meta(self, call: Call, obj: Obj, *, expected_kind: str | None = None) -> None:
-        """kind and apiVersion must be present and name this resource's version."""
+        """kind and apiVersion must name this resource's version.
+
+        Missing ones are taken from the URL, as kube-apiserver's decoder does with its default
+        group-version-kind (typed clients such as kubernetes_asyncio often omit them); ones that
+        disagree with the URL are a 400.
+        """
         resource = call.resource
         kind = expected_kind or resource.kind
-        if not obj.get("kind"):
-            raise KubesimError(400, "BadRequest", f"Object 'Kind' is missing in '{_excerpt(obj)}'")
-        if not obj.get("apiVersion"):
-            raise KubesimError(
-                400, "BadRequest", f"Object 'apiVersion' is missing in '{_excerpt(obj)}'"
-            )
         expected_version = resource.group_version
         if expected_kind == "Scale":
             expected_version = "autoscaling/v1"
+        if not obj.get("kind"):
+            obj["kind"] = kind
+        if not obj.get("apiVersion"):
+            obj["apiVersion"] = expected_version
         if obj["apiVersion"] != expected_version:
             raise KubesimError(
                 400,
