@@ -550,8 +550,3 @@ def _method_not_allowed(call: Call) -> KubesimError:
         if call.info.name
         else {"kind": call.resource.resource},
     )
-
-
-def _excerpt(obj: Obj) -> str:
-    text = json.dumps(obj, separators=(",", ":"))
-    return text if len(text) <= 200 else text[:200] + "..."
