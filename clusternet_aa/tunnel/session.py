@@ -91,6 +91,7 @@ class Session:
 
     def start(self) -> None:
         if not self._tasks:
+            self._wakeup.set()  # the core has queued our HELLO
             self._tasks = [
                 self._loop.create_task(self._read_loop(), name=f"tunnel-read {self.name}"),
                 self._loop.create_task(self._write_loop(), name=f"tunnel-write {self.name}"),

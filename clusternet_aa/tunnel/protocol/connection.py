@@ -266,7 +266,13 @@ class Connection:
             self._control_size -= len(frame)
             chunks.append(frame)
             size += len(frame)
-        if self.peer_settings is not None and self.state is not ConnectionState.CLOSED:
+        # DATA only once every control frame is out: a backlog longer than one message must not
+        # let DATA overtake, say, the OPEN of its own stream.
+        if (
+            not control
+            and self.peer_settings is not None
+            and self.state is not ConnectionState.CLOSED
+        ):
             size = self._take_data(chunks, size, limit, self.peer_settings.max_frame_size)
         return b"".join(chunks)
 
@@ -275,7 +281,7 @@ class Connection:
         session = self._session_credit
         while ready and session.available > 0:
             room = limit - size - FRAME_OVERHEAD
-            if room < _MIN_DATA_ROOM and size:
+            if room <= 0 or (room < _MIN_DATA_ROOM and size):
                 break
             stream = self._streams[ready.popleft()]
             self._in_ready.discard(stream.id)
@@ -442,6 +448,9 @@ class Connection:
         self._session_credit.grant(peer.session_window)
         for stream in self._streams.values():
             stream.send_credit.grant(peer.initial_stream_window, stream_id=stream.id)
+            if stream.outbound_size:
+                # Written before the peer's HELLO, when there was no credit to send it.
+                self._mark_ready(stream)
         output.append(events.HelloReceived(peer))
 
     def _handle_open(self, frame: frames.Open, output: list[events.Event]) -> None:
