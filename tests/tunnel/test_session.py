@@ -58,7 +58,7 @@ async def read_all(stream: TunnelStream) -> bytes:
 
 
 async def test_request_response_round_trip(pair) -> None:
-    agent, hub = await pair()
+    _, hub = await pair()
     stream = await hub.open_stream(GET, {"user": "alice", "groups": ["dev"]})
     head = await stream.response()
     assert head.status == 200
