@@ -47,6 +47,10 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
+#: Characters of a RESET or GOAWAY reason that go on the wire: 200 of even 4-byte UTF-8 fit
+#: in the smallest frame a peer may announce, so a long reason never breaks the session.
+_MAX_REASON = 200
+
 #: Do not start a DATA frame in less room than this: a tiny frame costs more than it carries.
 _MIN_DATA_ROOM = 1024
 
@@ -224,7 +228,7 @@ class Connection:
         if stream is None or stream.state is StreamState.CLOSED:
             return
         stream.advance(StreamInput.SEND_RESET)
-        self._queue(frames.Reset(stream_id, int(code), reason))
+        self._queue(frames.Reset(stream_id, int(code), reason[:_MAX_REASON]))
         self._drop(stream)
 
     def acknowledge_data(self, stream_id: int, size: int) -> None:
@@ -245,7 +249,10 @@ class Connection:
             if not self._goaway_sent:
                 self._goaway_sent = True
                 self.state = ConnectionState.DRAINING
-                self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason))
+                goaway = frames.GoAway(
+                    self._highest_peer_stream_id, int(code), reason[:_MAX_REASON]
+                )
+                self._queue(goaway)
             if self._streams:
                 return []
             return self._terminate(code, reason or "drained", remote=False, goaway=False)
@@ -427,7 +434,10 @@ class Connection:
             case frames.Reset(stream_id, code, reason):
                 stream = self._peer_target(stream_id, quiet=True)
                 if stream is not None:
-                    stream.advance(StreamInput.RECV_RESET)
+                    if stream.state is not StreamState.CLOSED:
+                        stream.advance(StreamInput.RECV_RESET)
+                    # else: both ENDs are done but ours is still queued behind data; from the
+                    # peer's side the stream is half-open, so its RESET is legal.
                     self._drop(stream)
                     output.append(
                         events.StreamReset(stream_id, ErrorCode.from_wire(code), reason, True)
@@ -534,7 +544,7 @@ class Connection:
 
     def _reset_for_fault(self, exc: RemoteProtocolError, output: list[events.Event]) -> None:
         stream = self._streams.get(exc.stream_id)
-        self._queue(frames.Reset(exc.stream_id, int(exc.code), str(exc)[:200]))
+        self._queue(frames.Reset(exc.stream_id, int(exc.code), str(exc)[:_MAX_REASON]))
         if stream is not None:
             self._drop(stream)
             output.append(events.StreamReset(exc.stream_id, exc.code, str(exc), False))
@@ -551,7 +561,9 @@ class Connection:
         self._ready.clear()
         self._in_ready.clear()
         if goaway and not remote:
-            self._queue(frames.GoAway(self._highest_peer_stream_id, int(code), reason[:200]))
+            self._queue(
+                frames.GoAway(self._highest_peer_stream_id, int(code), reason[:_MAX_REASON])
+            )
         self.state = ConnectionState.CLOSED
         output.append(events.ConnectionTerminated(code, reason, remote))
         return output

@@ -74,7 +74,7 @@ class Settings:
     def from_wire(cls, fields: Mapping[str, Any]) -> Settings:
         """Parse a peer's HELLO settings; unknown keys are ignored for forward compatibility."""
         version = fields.get("version")
-        if version not in SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
             raise RemoteProtocolError(
                 f"peer speaks tunnel version {version!r}, we speak {list(SUPPORTED_VERSIONS)}",
                 ErrorCode.UNSUPPORTED_VERSION,
