@@ -243,12 +243,14 @@ def test_unknown_stream_introspection() -> None:
 
 def test_streams_opened_before_the_peer_hello_send_once_it_arrives() -> None:
     pair = ConnectionPair(handshake=False)
+    idle = pair.client.conn.open_stream(HTTP)
     sid = pair.client.conn.open_stream(HTTP)
     pair.client.conn.send_data(sid, b"early bytes")
     assert pair.client.conn.send_credit(sid) == 0
     pair.pump()
     assert pair.client.conn.send_credit(sid) == Settings().initial_stream_window - 11
     assert pair.server.data(sid) == b"early bytes"
+    assert pair.client.conn.send_credit(idle) == Settings().initial_stream_window
 
 
 # ------------------------------------------------------------------ local API misuse
