@@ -18,6 +18,7 @@ from hypothesis import settings
 
 from clusternet_aa.tunnel.protocol import codec, events, frames
 from clusternet_aa.tunnel.protocol.connection import Connection, Role
+from clusternet_aa.tunnel.protocol.events import Event
 from clusternet_aa.tunnel.protocol.settings import Settings
 
 T = TypeVar("T")
@@ -69,10 +70,10 @@ class Side:
     """One end of the pair and what it has seen so far."""
 
     conn: Connection
-    events: list[events.Event] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     messages_sent: int = 0
 
-    def take_events(self) -> list[events.Event]:
+    def take_events(self) -> list[Event]:
         taken, self.events = self.events, []
         return taken
 

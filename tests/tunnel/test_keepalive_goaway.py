@@ -20,6 +20,12 @@ from tests.tunnel.helpers import (
     of_type,
 )
 
+
+def _drained(conn: Connection) -> bool:
+    """``conn.is_drained``, read through a call so mypy does not pin an earlier narrowing."""
+    return conn.is_drained
+
+
 FAST = Settings(keepalive_interval=10.0, keepalive_misses=3)
 
 # ------------------------------------------------------------------ keepalive
@@ -62,6 +68,7 @@ def test_link_is_dead_after_the_configured_misses() -> None:
 def test_misses_setting_is_obeyed(misses: int) -> None:
     conn = Connection(Role.SERVER, Settings(keepalive_interval=1.0, keepalive_misses=misses))
     t = 0.0
+    out: list[events.Event] = []
     while not conn.closed:
         t += 1.0
         out = conn.handle_timer(t)
@@ -176,8 +183,8 @@ def test_drain_lets_streams_in_flight_finish_and_refuses_new_ones() -> None:
     for sid in (first, second):
         assert pair.client.data(sid) == b"answer %d" % sid
         assert pair.server.data(sid) == b"more request"
-    assert s.is_drained
-    assert c.is_drained
+    assert _drained(s)
+    assert _drained(c)
     assert not s.closed
     assert s.take_closed_streams() == [first, second]
     assert s.take_closed_streams() == []
@@ -291,7 +298,7 @@ def test_drain_of_a_session_with_queued_data_waits_for_it() -> None:
     s.close()
     pair.pump()
     assert not s.is_drained  # bytes still queued behind the client's window
-    while not s.is_drained:
+    while not _drained(s):
         c.acknowledge_data(sid, 1024)
         pair.pump()
     assert pair.client.data(sid) == bytes(4096)
