@@ -7,10 +7,11 @@ under test reads these fields, so kubesim fills the ones that matter to clients 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 
-from clusternet_aa.sandbox.kubesim.types import Obj, ResourceInfo
+from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj, ResourceInfo
 
 #: Resources whose objects carry ``metadata.generation`` (bumped on spec changes).
 _GENERATION = frozenset(
@@ -121,6 +122,33 @@ def _service(obj: Obj, allocator: ClusterIPAllocator) -> None:
         if isinstance(port, dict):
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
+
+
+def _secret_string_data(obj: Obj) -> None:
+    """``stringData`` is write-only: kube merges it into ``data`` (its keys win) and drops it."""
+    string_data = obj.pop("stringData", None)
+    if string_data is None:
+        return
+    if not isinstance(string_data, dict) or not all(
+        isinstance(v, str) for v in string_data.values()
+    ):
+        raise KubesimError(
+            400,
+            "BadRequest",
+            "json: cannot unmarshal into Go struct field Secret.stringData of type "
+            "map[string]string",
+        )
+    if string_data:
+        data = obj.get("data") or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode()
+        obj["data"] = data
+
+
+def convert_on_write(info: ResourceInfo, obj: Obj) -> None:
+    """What kube's conversion to the internal version does to every written object, in place."""
+    if (info.group, info.resource) == ("", "secrets"):
+        _secret_string_data(obj)
 
 
 def prepare_for_create(info: ResourceInfo, obj: Obj, allocator: ClusterIPAllocator) -> None:

@@ -154,6 +154,7 @@ class ObjectService:
             raise KubesimError(
                 400, "BadRequest", "resourceVersion should not be set on objects to be created"
             )
+        defaults.convert_on_write(info, obj)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = naming.generate_name(str(meta["generateName"]))
         if not info.namespaced:
@@ -241,6 +242,7 @@ class ObjectService:
             )
         else:
             result = new
+            defaults.convert_on_write(info, result)
             if "status" in info.subresources:
                 if "status" in old:
                     result["status"] = copy.deepcopy(old["status"])

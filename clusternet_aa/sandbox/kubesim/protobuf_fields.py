@@ -350,6 +350,20 @@ MESSAGES: dict[str, dict[int, Field]] = {
         1: _s("token", omitempty=False),
         2: _time("expirationTimestamp", omitempty=False),
     },
+    # ``kubectl auth whoami`` sends an empty SelfSubjectReview; UserInfo's ``extra``
+    # (map<string, ExtraValue>) is left out, so a body that sets it is refused by name.
+    "authentication.v1.SelfSubjectReview": {
+        1: _m("metadata", "meta.v1.ObjectMeta"),
+        2: _m("status", "authentication.v1.SelfSubjectReviewStatus"),
+    },
+    "authentication.v1.SelfSubjectReviewStatus": {
+        1: _m("userInfo", "authentication.v1.UserInfo"),
+    },
+    "authentication.v1.UserInfo": {
+        1: _s("username"),
+        2: _s("uid"),
+        3: _rs("groups"),
+    },
     # k8s.io/api/authorization/v1
     "authorization.v1.SelfSubjectAccessReview": {
         1: _m("metadata", "meta.v1.ObjectMeta"),
@@ -414,6 +428,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rbac.v1.RoleBinding",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "rbac.v1.ClusterRoleBinding",
     ("authentication.k8s.io/v1", "TokenRequest"): "authentication.v1.TokenRequest",
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): "authentication.v1.SelfSubjectReview",
     (
         "authorization.k8s.io/v1",
         "SelfSubjectAccessReview",
