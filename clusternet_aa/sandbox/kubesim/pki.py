@@ -32,6 +32,8 @@ DEFAULT_SERVER_NAMES: tuple[str, ...] = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
+#: The front-proxy client certificate's CN, as kubeadm names it (``requestheader-allowed-names``).
+FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -171,14 +173,22 @@ class Pki:
     ca: KeyPair
     server: KeyPair
     client_ca: KeyPair
+    #: The request-header CA (``--requestheader-client-ca-file``): it signs only the front-proxy
+    #: client certificate, so an extension server never mistakes a user cert for the proxy.
+    front_proxy_ca: KeyPair
+    #: What the aggregation layer presents to extension servers (``--proxy-client-cert-file``).
+    front_proxy_client: KeyPair
 
     @classmethod
     def generate(cls, server_names: Sequence[str] = DEFAULT_SERVER_NAMES) -> Pki:
         ca = make_ca("kubesim-ca")
+        front_proxy_ca = make_ca("kubesim-front-proxy-ca")
         return cls(
             ca=ca,
             server=issue_server_cert(ca, server_names),
             client_ca=make_ca("kubesim-client-ca"),
+            front_proxy_ca=front_proxy_ca,
+            front_proxy_client=issue_client_cert(front_proxy_ca, FRONT_PROXY_CLIENT_NAME),
         )
 
     def issue_client_cert(self, user: str, groups: Sequence[str] = ()) -> KeyPair:
@@ -219,6 +229,10 @@ class Pki:
             "server.key": self.server.key_pem,
             "client-ca.crt": self.client_ca.cert_pem,
             "client-ca.key": self.client_ca.key_pem,
+            "front-proxy-ca.crt": self.front_proxy_ca.cert_pem,
+            "front-proxy-ca.key": self.front_proxy_ca.key_pem,
+            "front-proxy-client.crt": self.front_proxy_client.cert_pem,
+            "front-proxy-client.key": self.front_proxy_client.key_pem,
         }
         for name, data in files.items():
             path = directory / name

@@ -28,6 +28,7 @@ from clusternet_aa.sandbox.kubesim import (
     requestinfo,
     seed,
 )
+from clusternet_aa.sandbox.kubesim.aggregation import Aggregation
 from clusternet_aa.sandbox.kubesim.authn import Authenticator
 from clusternet_aa.sandbox.kubesim.controllers import Controllers
 from clusternet_aa.sandbox.kubesim.crds import CrdManager
@@ -55,6 +56,10 @@ ADMIN_GROUPS = ("system:masters",)
 
 #: A handler for a non-resource path: (request, the authenticated user) -> response.
 NonResourceHandler = Callable[[web.Request, UserInfo], Awaitable[web.StreamResponse]]
+#: Sees every authorized request before routing (the aggregation layer); None passes it on.
+Interceptor = Callable[
+    [web.Request, requestinfo.RequestInfo, UserInfo], Awaitable[web.StreamResponse | None]
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +91,10 @@ class KubesimConfig:
     watch: WatchSettings = field(default_factory=WatchSettings)
     #: The ServiceAccount token issuer.
     issuer: str = "https://kubernetes.default.svc.cluster.local"
+    #: How often APIService availability is re-checked besides on changes (kube: 30 s).
+    apiservice_resync_seconds: float = 30.0
+    #: Budget of one availability probe of an extension server (kube: 5 s).
+    apiservice_probe_timeout: float = 5.0
 
 
 class KubesimServer:
@@ -113,6 +122,7 @@ class KubesimServer:
         #: Non-resource paths served besides discovery (OpenAPI, later: aggregation, metrics).
         self.non_resource: dict[str, NonResourceHandler] = {}
         self.non_resource_prefixes: dict[str, NonResourceHandler] = {}
+        self.interceptors: list[Interceptor] = []
         self.signer = TokenSigner(issuer=self.config.issuer)
         tokens = dict(self.config.static_tokens)
         tokens[self.admin_token] = UserInfo(name=ADMIN_USER, uid="admin", groups=ADMIN_GROUPS)
@@ -126,6 +136,7 @@ class KubesimServer:
         wire_auth(self)
         wire_patching(self)
         wire_openapi(self)
+        self.aggregation = Aggregation(self)
         self._runner: web.AppRunner | None = None
         self._ports: dict[str, int] = {}
 
@@ -170,6 +181,7 @@ class KubesimServer:
     async def start(self) -> None:
         seed.seed(self)
         self.controllers.start()
+        self.aggregation.start()
         self._runner = web.AppRunner(
             self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
@@ -188,6 +200,7 @@ class KubesimServer:
     async def stop(self) -> None:
         self.store.close_all_watchers()
         await self.controllers.stop()
+        await self.aggregation.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -295,6 +308,10 @@ class KubesimServer:
         decision = self.authorizer(attrs)
         if not decision.allowed:
             raise impersonation.forbidden(attrs, decision.reason)
+        for intercept in self.interceptors:
+            intercepted = await intercept(request, info, user)
+            if intercepted is not None:
+                return intercepted
         if not info.is_resource_request:
             return await self._non_resource(request, user)
         resource = self.registry.lookup(info.api_group, info.api_version, info.resource)
