@@ -146,6 +146,7 @@ class Stub:
         self.seen: list[Seen] = []
         self.release = asyncio.Event()
         self.ws_closed_with: list[int | None] = []
+        self.watches: list[web.Request] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -211,6 +212,13 @@ class Stub:
             return response
         if path == f"{base}/redirect":
             raise web.HTTPFound(f"{base}/whoami")
+        if path == f"{base}/namespaces/default/things" and request.query.get("die"):
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(b'{"type":"ADDED"}\n')
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         if path == f"{base}/namespaces/default/things" and request.query.get("watch"):
             return await self._watch(request)
         if path.endswith("/things/open/exec"):
@@ -241,6 +249,7 @@ class Stub:
         return web.json_response({"kind": "Status", "code": 404}, status=404)
 
     async def _watch(self, request: web.Request) -> web.StreamResponse:
+        self.watches.append(request)
         response = web.StreamResponse()
         response.content_type = "application/json"
         await response.prepare(request)
@@ -359,6 +368,7 @@ async def stub(sim: KubesimServer, raw: Raw) -> AsyncIterator[Stub]:
 
 
 BASE = f"/apis/{GROUP}/{VERSION}"
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
 
 
 # -- the ConfigMap and the PKI ------------------------------------------------------------------
@@ -587,6 +597,10 @@ async def test_unavailable_then_recovers(sim: KubesimServer, raw: Raw, stub: Stu
     # Legacy discovery still lists the group (as kube does); kubectl then warns about it.
     apis = await raw.get("/apis")
     assert GROUP in [g["name"] for g in apis.body["groups"]]
+    # Aggregated discovery keeps the version, without resources (kube's discovery manager).
+    v2 = await raw.get("/apis", headers={"Accept": AGGREGATED})
+    [group] = [i for i in v2.body["items"] if i["metadata"]["name"] == GROUP]
+    assert group["versions"] == [{"version": VERSION, "freshness": "Current"}]
     await set_endpoints(raw, stub.port)
     await sim.aggregation.wait_available(f"{VERSION}.{GROUP}")
     reply = await raw.get(f"{BASE}/namespaces/default/things")
@@ -745,8 +759,7 @@ async def test_group_priority_orders_discovery(sim: KubesimServer, raw: Raw) -> 
 
 
 async def test_aggregated_discovery(raw: Raw, stub: Stub) -> None:
-    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-    reply = await raw.get("/apis", headers={"Accept": accept})
+    reply = await raw.get("/apis", headers={"Accept": AGGREGATED})
     assert reply.headers["Content-Type"].startswith("application/json;g=apidiscovery.k8s.io;v=v2")
     items = {i["metadata"]["name"]: i for i in reply.body["items"]}
     [version] = items[GROUP]["versions"]
@@ -818,6 +831,38 @@ async def test_watch_streams_event_by_event(sim: KubesimServer, stub: Stub) -> N
             second = json.loads(await response.content.readline())
         assert second["object"]["metadata"]["name"] == "b"
         assert await response.content.read() == b""
+
+
+async def test_client_going_away_closes_the_backend_stream(sim: KubesimServer, stub: Stub) -> None:
+    connector = aiohttp.TCPConnector(ssl=sim.pki.client_ssl_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        response = await session.get(
+            f"{sim.url}{BASE}/namespaces/default/things?watch=1",
+            headers={"Authorization": f"Bearer {sim.admin_token}"},
+        )
+        assert json.loads(await response.content.readline())["type"] == "ADDED"
+        [watch] = stub.watches
+        assert watch.transport is not None
+        assert not watch.transport.is_closing()
+        response.close()
+    async with asyncio.timeout(5):
+        while watch.transport is not None and not watch.transport.is_closing():
+            await asyncio.sleep(0.01)
+
+
+async def test_backend_death_is_not_a_clean_end(sim: KubesimServer, stub: Stub) -> None:
+    connector = aiohttp.TCPConnector(ssl=sim.pki.client_ssl_context())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(
+            f"{sim.url}{BASE}/namespaces/default/things?watch=1&die=1",
+            headers={"Authorization": f"Bearer {sim.admin_token}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert await response.content.readline() == b'{"type":"ADDED"}\n'
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.content.read()
 
 
 async def test_websocket_upgrade_relayed_with_close_code(sim: KubesimServer, stub: Stub) -> None:

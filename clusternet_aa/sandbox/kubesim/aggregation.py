@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -78,14 +77,6 @@ def authentication_configmap_data(
     }
 
 
-@dataclass
-class _Discovery:
-    """The last resource list fetched from an extension server for one APIService."""
-
-    document: Obj
-    current: bool
-
-
 class Aggregation:
     """The aggregation layer of one kubesim instance."""
 
@@ -97,7 +88,8 @@ class Aggregation:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._discovery: dict[str, _Discovery] = {}
+        #: The resource list each available remote APIService answered with last.
+        self._discovery: dict[str, Obj] = {}
         self._probe_session: aiohttp.ClientSession | None = None
         server.store.add_listener(self._on_event)
         server.controllers.extra.append(self._reconcile_objects)
@@ -311,7 +303,7 @@ class Aggregation:
         try:
             candidates = apiservices.addresses(self.server.store, item.service)
         except ResolveError as e:
-            self._mark_stale(item.name)
+            self._discovery.pop(item.name, None)
             return apiservices.available_condition("False", e.reason, e.message)
         path = "/api/v1" if item.name == "v1." else f"/apis/{item.group}/{item.version}"
         attempts = [
@@ -320,7 +312,7 @@ class Aggregation:
         errors = await asyncio.gather(*attempts)
         failures = [e for e in errors if e is not None]
         if len(failures) == len(errors):
-            self._mark_stale(item.name)
+            self._discovery.pop(item.name, None)
             return apiservices.available_condition("False", "FailedDiscoveryCheck", failures[-1])
         await self._fetch_discovery(item, path)
         return apiservices.available_condition(*apiservices.PASSED_CONDITION)
@@ -358,17 +350,13 @@ class Aggregation:
             reason = describe_error(e, host, port)
             return f'failing or missing response from {url}: Get "{url}": {reason}'
 
-    def _mark_stale(self, name: str) -> None:
-        if name in self._discovery:
-            self._discovery[name].current = False
-
     async def _fetch_discovery(self, item: APIServiceView, path: str) -> None:
         """The extension server's resource list, through the verifying proxy transport."""
         assert item.service is not None
         try:
             host, port = apiservices.resolve(self.server.store, item.service)
         except ResolveError:
-            self._mark_stale(item.name)
+            self._discovery.pop(item.name, None)
             return
         target = self._target(item, host, port)
         try:
@@ -388,9 +376,9 @@ class Aggregation:
                     raise ValueError("not an APIResourceList")
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
             logger.debug("kubesim: discovery of %s failed: %s", item.name, e)
-            self._mark_stale(item.name)
+            self._discovery.pop(item.name, None)
             return
-        self._discovery[item.name] = _Discovery(document=document, current=True)
+        self._discovery[item.name] = document
 
     @staticmethod
     def _target(item: APIServiceView, host: str, port: int) -> Target:
@@ -527,16 +515,12 @@ class Aggregation:
                                 v for v in entry["versions"] if v["version"] == item.version
                             )
                 continue
+            # kube's discovery manager lists a version whose discovery failed without resources.
+            entry: Obj = {"version": item.version, "freshness": "Current"}
             fetched = self._discovery.get(item.name)
-            if fetched is None:
-                continue
-            versions.append(
-                {
-                    "version": item.version,
-                    "resources": _to_aggregated(group, item.version, fetched.document),
-                    "freshness": "Current" if fetched.current else "Stale",
-                }
-            )
+            if fetched is not None:
+                entry["resources"] = _to_aggregated(group, item.version, fetched)
+            versions.append(entry)
         if not versions:
             return None
         return {"metadata": {"name": group, "creationTimestamp": None}, "versions": versions}
