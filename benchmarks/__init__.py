@@ -1,0 +1,4 @@
+"""Benchmarks: programs that measure and print tables, not timed tests.
+
+See docs/performance.md.
+"""
