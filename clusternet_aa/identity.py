@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 #: Key of the identity in a tunnel stream's OPEN metadata.
 METADATA_KEY = "identity"
 
@@ -58,4 +60,4 @@ class UserInfo:
 
 
 #: Where the hub's authentication middleware leaves the caller's UserInfo on an aiohttp request.
-REQUEST_USER_KEY = "clusternet.user"
+REQUEST_USER_KEY = web.RequestKey("clusternet.user", UserInfo)

@@ -1,0 +1,356 @@
+"""Agent side of the proxy: turn tunnel streams into requests to the child's API server.
+
+For each HTTP stream the hub opens, the executor calls the child's API server (or another
+allowed target) with the agent's own credentials plus impersonation of the mapped parent
+identity, and streams the answer back. Plain requests go through one pooled aiohttp session,
+so there is no TCP or TLS handshake per request. Upgrades (exec, attach, port-forward, over
+websocket or SPDY) use a raw HTTP/1.1 connection driven by h11: after the child's 101, bytes
+are copied both ways untouched, so websocket close codes and SPDY frames arrive exactly as sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import h11
+from yarl import URL
+
+from clusternet_aa.identity import METADATA_KEY, UserInfo
+from clusternet_aa.proxy import headers as hop
+from clusternet_aa.proxy import identity_mapping
+from clusternet_aa.proxy.dialer import Dialer, DialPolicy
+from clusternet_aa.tunnel import relay
+from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol.errors import ErrorCode
+from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
+
+logger = logging.getLogger(__name__)
+
+#: OPEN metadata keys the hub sets for HTTP streams.
+TARGET_KEY = "target"
+UPGRADE_KEY = "upgrade"
+BODY_KEY = "body"
+#: HEADERS metadata key with the response's Content-Length, when it had one.
+CONTENT_LENGTH_KEY = "content_length"
+
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildApiserver:
+    """How the agent reaches its own cluster's API server."""
+
+    url: str
+    #: Verifies the child's serving certificate (and may carry a client certificate).
+    ssl_context: ssl.SSLContext | None = None
+    #: The agent's bearer token, read on every request so rotated tokens are picked up.
+    token: Callable[[], str | None] = lambda: None
+
+    @property
+    def address(self) -> str:
+        url = URL(self.url)
+        return f"{url.host}:{url.port}"
+
+
+@dataclass(frozen=True)
+class _Target:
+    base: URL
+    ssl_context: ssl.SSLContext | None
+    #: Whether to send the agent's credentials and impersonation (only to its own apiserver).
+    own_apiserver: bool
+
+
+class Executor:
+    """Tunnel stream handler of the agent: HTTP streams to the child, dial streams to sockets."""
+
+    def __init__(
+        self,
+        child: ChildApiserver,
+        *,
+        identity_policy: identity_mapping.IdentityPolicy | None = None,
+        dial_policy: DialPolicy | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._child = child
+        self._policy = identity_policy or identity_mapping.IdentityPolicy()
+        own = child.address
+        self._dial_policy: DialPolicy = dial_policy or (
+            lambda target: target.network == "tcp" and target.address == own
+        )
+        self._dialer = Dialer(self._dial_policy, connect_timeout=connect_timeout)
+        self._connect_timeout = connect_timeout
+        self._client: aiohttp.ClientSession | None = None
+        self._cert_contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        #: TCP connections the pool has opened; pooling shows as a number far below requests.
+        self.connections_opened = 0
+
+    async def __aenter__(self) -> Executor:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_end.append(self._count_connection)
+        self._client = aiohttp.ClientSession(
+            trace_configs=[tracing],
+            connector=aiohttp.TCPConnector(limit=0, ssl=self._child.ssl_context or True),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _count_connection(self, *_: object) -> None:
+        self.connections_opened += 1
+
+    async def __call__(self, stream: TunnelStream) -> None:
+        if isinstance(stream.target, frames.DialTarget):
+            await self._dialer(stream)
+            return
+        head = stream.target
+        try:
+            target = self._resolve(stream.metadata.get(TARGET_KEY))
+            out_headers, ssl_context = self._credentials(target, stream.metadata, head)
+        except PermissionError as exc:
+            stream.reset(ErrorCode.FORBIDDEN, str(exc))
+            return
+        except ValueError as exc:
+            stream.reset(ErrorCode.PROTOCOL_ERROR, str(exc)[:200])
+            return
+        url = URL(str(target.base).rstrip("/") + head.path, encoded=True)
+        if stream.metadata.get(UPGRADE_KEY):
+            await self._upgrade(stream, head.method, url, out_headers, ssl_context)
+        else:
+            body = bool(stream.metadata.get(BODY_KEY))
+            await self._forward(stream, head.method, url, out_headers, ssl_context, body)
+
+    # ------------------------------------------------------------------ request setup
+
+    def _resolve(self, target: Any) -> _Target:
+        if target is None or target == {"kind": "direct"}:
+            return _Target(URL(self._child.url), self._child.ssl_context, own_apiserver=True)
+        if not isinstance(target, dict) or target.get("kind") != "url":
+            raise ValueError(f"unknown proxy target {target!r}")
+        scheme, host = target.get("scheme"), target.get("host")
+        if scheme not in ("http", "https") or not isinstance(host, str):
+            raise ValueError("a url target needs scheme http|https and a host")
+        address = (
+            host if ":" in host.rsplit("]", 1)[-1] else f"{host}:{443 if scheme == 'https' else 80}"
+        )
+        if not self._dial_policy(frames.DialTarget("tcp", address)):
+            raise PermissionError(f"the agent's policy does not allow {scheme}://{address}")
+        if address == self._child.address:
+            return _Target(URL(self._child.url), self._child.ssl_context, own_apiserver=True)
+        return _Target(URL(f"{scheme}://{address}"), None, own_apiserver=False)
+
+    def _credentials(
+        self, target: _Target, metadata: dict[str, Any], head: frames.HttpRequestHead
+    ) -> tuple[list[tuple[str, str]], ssl.SSLContext | None]:
+        """Outgoing headers (caller's, minus credentials, plus ours) and the TLS context."""
+        out = [
+            (name, value)
+            for name, value in head.headers
+            if name.lower() != "authorization"
+            and not name.lower().startswith(("impersonate-", "x-remote-"))
+        ]
+        if not target.own_apiserver:
+            return out, target.ssl_context
+        user = UserInfo.from_metadata(metadata.get(METADATA_KEY))
+        carried = identity_mapping.carried_credentials(user)
+        if carried is not None and carried.token:
+            return [*out, ("Authorization", f"Bearer {carried.token}")], target.ssl_context
+        if carried is not None and carried.certificate_pem and carried.private_key_pem:
+            return out, self._client_cert_context(carried.certificate_pem, carried.private_key_pem)
+        token = self._child.token()
+        if token:
+            out.append(("Authorization", f"Bearer {token}"))
+        out.extend(identity_mapping.impersonation_headers(self._policy.map(user)))
+        return out, target.ssl_context
+
+    def _client_cert_context(self, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+        key = (cert_pem, key_pem)
+        context = self._cert_contexts.get(key)
+        if context is None:
+            context = _context_with_client_cert(self._child.ssl_context, cert_pem, key_pem)
+            if len(self._cert_contexts) > 256:
+                self._cert_contexts.clear()
+            self._cert_contexts[key] = context
+        return context
+
+    # ------------------------------------------------------------------ plain requests
+
+    async def _forward(
+        self,
+        stream: TunnelStream,
+        method: str,
+        url: URL,
+        out_headers: list[tuple[str, str]],
+        ssl_context: ssl.SSLContext | None,
+        has_body: bool,
+    ) -> None:
+        assert self._client is not None, "use the executor as an async context manager"
+        data = _read_body(stream) if has_body else None
+        started = False
+        try:
+            async with self._client.request(
+                method,
+                url,
+                headers=out_headers,
+                data=data,
+                ssl=ssl_context if ssl_context is not None else True,
+                allow_redirects=False,
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            ) as response:
+                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
+                metadata = {}
+                if response.content_length is not None:
+                    metadata[CONTENT_LENGTH_KEY] = response.content_length
+                stream.send_headers(
+                    response.status, hop.forwardable_response_headers(raw), metadata
+                )
+                started = True
+                async for chunk in response.content.iter_any():
+                    stream.write(chunk)
+                    await stream.drain()
+                stream.write_eof()
+        except StreamResetError:
+            return  # the hub gave up on the stream; the pooled connection is released
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            code = ErrorCode.INTERNAL_ERROR if started else ErrorCode.DIAL_FAILED
+            stream.reset(code, f"child apiserver: {type(exc).__name__}: {exc}"[:200])
+
+    # ------------------------------------------------------------------ upgrades
+
+    async def _upgrade(
+        self,
+        stream: TunnelStream,
+        method: str,
+        url: URL,
+        out_headers: list[tuple[str, str]],
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        host, port = url.host or "", url.port or (443 if url.scheme == "https" else 80)
+        tls = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+        except (OSError, TimeoutError) as exc:
+            stream.reset(ErrorCode.DIAL_FAILED, f"child apiserver: {exc}"[:200])
+            return
+        try:
+            await self._upgrade_on(stream, reader, writer, method, url, out_headers)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _upgrade_on(
+        self,
+        stream: TunnelStream,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        url: URL,
+        out_headers: list[tuple[str, str]],
+    ) -> None:
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_RESPONSE_HEAD)
+        request_headers = [("Host", url.raw_authority), *out_headers]
+        if hop.content_length(out_headers) is None:
+            request_headers.append(("Content-Length", "0"))
+        try:
+            writer.write(
+                conn.send(
+                    h11.Request(method=method, target=url.raw_path_qs, headers=request_headers)
+                )
+            )
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                    continue
+                if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                    await self._switched(stream, conn, reader, writer, event)
+                    return
+                if isinstance(event, h11.Response):
+                    await self._refused(stream, conn, reader, event)
+                    return
+                if isinstance(event, h11.ConnectionClosed):
+                    raise h11.RemoteProtocolError("child closed before answering")
+        except StreamResetError:
+            return
+        except (h11.ProtocolError, OSError) as exc:
+            stream.reset(ErrorCode.DIAL_FAILED, f"child apiserver upgrade: {exc}"[:200])
+
+    async def _switched(
+        self,
+        stream: TunnelStream,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        event: h11.InformationalResponse,
+    ) -> None:
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
+        stream.send_headers(101, hop.forwardable_response_headers(raw, switching=True))
+        leftover, _closed = conn.trailing_data
+        if leftover:
+            stream.write(bytes(leftover))
+        await relay.relay(stream, reader, writer)
+
+    async def _refused(
+        self,
+        stream: TunnelStream,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        event: h11.Response,
+    ) -> None:
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
+        stream.send_headers(event.status_code, hop.forwardable_response_headers(raw))
+        while True:
+            item = conn.next_event()
+            if item is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(item, h11.Data):
+                await stream.write_all(bytes(item.data))
+                continue
+            break
+        stream.write_eof()
+
+
+async def _read_body(stream: TunnelStream) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield chunk
+
+
+def _context_with_client_cert(
+    base: ssl.SSLContext | None, cert_pem: bytes, key_pem: bytes
+) -> ssl.SSLContext:
+    """A TLS context like ``base`` that presents the given client certificate."""
+    context = ssl.create_default_context()
+    if base is not None and base.verify_mode == ssl.CERT_NONE:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif base is not None:
+        certs = base.get_ca_certs(binary_form=True)
+        if certs:
+            context.load_verify_locations(
+                cadata=b"".join(ssl.DER_cert_to_PEM_cert(c).encode() for c in certs).decode()
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        context.load_cert_chain(cert_file, key_file)
+    return context

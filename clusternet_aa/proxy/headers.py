@@ -1,0 +1,101 @@
+"""Which HTTP headers cross each hop of the proxy.
+
+Hop-by-hop headers (RFC 9110 §7.6.1, plus those a ``Connection`` header names) belong to one
+connection and are dropped when a request is re-originated; ``Upgrade``/``Connection`` are kept
+only where the upgrade really happens. Credentials never travel: the caller's
+``Authorization``, ``Impersonate-*`` and ``X-Remote-*`` are dropped at the hub, and the agent adds
+its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from clusternet_aa.tunnel.protocol.frames import Headers
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+_CREDENTIAL_PREFIXES = ("impersonate-", "x-remote-")
+_UPGRADE_KEEP = frozenset({"connection", "upgrade"})
+
+
+def is_upgrade(headers: Iterable[tuple[str, str]]) -> bool:
+    """True for a request asking to switch protocols (websocket, SPDY)."""
+    connection_upgrade = False
+    has_upgrade = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "connection":
+            connection_upgrade |= "upgrade" in (t.strip().lower() for t in value.split(","))
+        elif lower == "upgrade" and value.strip():
+            has_upgrade = True
+    return connection_upgrade and has_upgrade
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    return {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+
+
+def forwardable_request_headers(headers: Iterable[tuple[str, str]], *, upgrade: bool) -> Headers:
+    """The caller's headers as they go into the tunnel (hub side)."""
+    pairs = list(headers)
+    named = _connection_tokens(pairs) - _UPGRADE_KEEP
+    kept: list[tuple[str, str]] = []
+    for name, value in pairs:
+        lower = name.lower()
+        if lower == "authorization" or lower.startswith(_CREDENTIAL_PREFIXES):
+            continue
+        if lower in named:
+            continue
+        if lower in HOP_BY_HOP and not (upgrade and lower in _UPGRADE_KEEP):
+            continue
+        kept.append((name, value))
+    if upgrade:
+        kept = [(n, v) for n, v in kept if n.lower() != "connection"]
+        kept.append(("Connection", "Upgrade"))
+    return tuple(kept)
+
+
+def forwardable_response_headers(
+    headers: Iterable[tuple[str, str]], *, switching: bool = False
+) -> Headers:
+    """The child's response headers as they go back to the caller. A 101 keeps its
+    ``Upgrade``/``Connection``; ``Content-Length`` is handled by the writer, not copied."""
+    pairs = list(headers)
+    named = _connection_tokens(pairs) - _UPGRADE_KEEP
+    return tuple(
+        (name, value)
+        for name, value in pairs
+        if name.lower() not in named
+        and name.lower() != "content-length"
+        and (name.lower() not in HOP_BY_HOP or (switching and name.lower() in _UPGRADE_KEEP))
+    )
+
+
+def content_length(headers: Iterable[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+            return length if length >= 0 else None
+    return None
