@@ -213,12 +213,12 @@ class Stub:
         if path == f"{base}/redirect":
             raise web.HTTPFound(f"{base}/whoami")
         if path == f"{base}/namespaces/default/things" and request.query.get("die"):
-            response = web.StreamResponse()
-            await response.prepare(request)
-            await response.write(b'{"type":"ADDED"}\n')
+            dying = web.StreamResponse()
+            await dying.prepare(request)
+            await dying.write(b'{"type":"ADDED"}\n')
             assert request.transport is not None
             request.transport.abort()
-            return response
+            return dying
         if path == f"{base}/namespaces/default/things" and request.query.get("watch"):
             return await self._watch(request)
         if path.endswith("/things/open/exec"):
@@ -846,8 +846,12 @@ async def test_client_going_away_closes_the_backend_stream(sim: KubesimServer, s
         assert not watch.transport.is_closing()
         response.close()
     async with asyncio.timeout(5):
-        while watch.transport is not None and not watch.transport.is_closing():
+        while not _closed(watch):
             await asyncio.sleep(0.01)
+
+
+def _closed(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 async def test_backend_death_is_not_a_clean_end(sim: KubesimServer, stub: Stub) -> None:

@@ -509,10 +509,10 @@ class Aggregation:
                 resources = self.server.registry.resources_of(group, item.version)
                 if resources:
                     local = discovery.aggregated(self.server.registry, legacy=False)
-                    for entry in local["items"]:
-                        if entry["metadata"]["name"] == group:
+                    for local_group in local["items"]:
+                        if local_group["metadata"]["name"] == group:
                             versions.extend(
-                                v for v in entry["versions"] if v["version"] == item.version
+                                v for v in local_group["versions"] if v["version"] == item.version
                             )
                 continue
             # kube's discovery manager lists a version whose discovery failed without resources.
