@@ -1,0 +1,243 @@
+"""Who is calling: front-proxy headers, client certificates, bearer tokens, or nobody.
+
+The order is kube's: request-header (the aggregator asserting the parent's user) first, then an
+x509 user certificate, then a bearer token reviewed by the parent (TokenReview). A request none
+of them vouches for gets 401, except on the public paths below, which kube-apiserver serves to
+``system:anonymous`` through its default ``system:public-info-viewer`` and ``system:discovery``
+bindings; the hub serves them to anonymous callers so that kubelet probes, Prometheus scrapes
+and discovery work without credentials. Credentials that are *presented* and fail (a bad token)
+are 401 even there, as in kube.
+
+``X-Remote-*`` headers from a connection without a valid front-proxy certificate are ignored,
+never trusted; after authentication they and ``Authorization`` are removed from the request the
+handlers see, so nothing downstream can forward them by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from clusternet_aa.apiserver import tls
+from clusternet_aa.apiserver.caching import TTLCache
+from clusternet_aa.apiserver.status import StatusError
+from clusternet_aa.apiserver.trust import Trust, TrustSnapshot, common_name, organizations
+from clusternet_aa.identity import REQUEST_USER_KEY, UserInfo
+from clusternet_aa.kube import errors as kube_errors
+from clusternet_aa.kube.client import KubeClient
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = UserInfo(name="system:anonymous", groups=("system:unauthenticated",))
+AUTHENTICATED_GROUP = "system:authenticated"
+
+#: Exact paths anonymous callers may read (health, version, metrics, OpenAPI, discovery).
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/version/",
+        "/metrics",
+        "/openapi/v2",
+        "/openapi/v3",
+        "/apis",
+        "/apis/",
+        "/apis/proxies.clusternet.io",
+        "/apis/proxies.clusternet.io/",
+        "/apis/proxies.clusternet.io/v1alpha1",
+        "/apis/proxies.clusternet.io/v1alpha1/",
+    }
+)
+#: Prefixes anonymous callers may read below (individual health checks, OpenAPI v3 parts).
+PUBLIC_PREFIXES = ("/healthz/", "/livez/", "/readyz/", "/openapi/v3/")
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def is_public_path(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _with_authenticated_group(user: UserInfo) -> UserInfo:
+    """kube's AuthenticatedGroupAdder: every authenticated user is in system:authenticated."""
+    if AUTHENTICATED_GROUP in user.groups or "system:unauthenticated" in user.groups:
+        return user
+    return UserInfo(
+        name=user.name, uid=user.uid, groups=(*user.groups, AUTHENTICATED_GROUP), extra=user.extra
+    )
+
+
+def user_from_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], snapshot: TrustSnapshot
+) -> UserInfo | None:
+    """The identity a trusted front proxy asserts, or None when it names no user."""
+    name = next(
+        (value for header in snapshot.username_headers if (value := headers.get(header, ""))),
+        "",
+    )
+    if not name:
+        return None
+    groups = tuple(g for header in snapshot.group_headers for g in headers.getall(header, []))
+    uid = next((value for header in snapshot.uid_headers if (value := headers.get(header, ""))), "")
+    extra: dict[str, list[str]] = {}
+    prefixes = tuple(prefix.lower() for prefix in snapshot.extra_prefixes)
+    for header, value in headers.items():
+        lowered = header.lower()
+        prefix = next((p for p in prefixes if lowered.startswith(p)), None)
+        if prefix is None:
+            continue
+        key = lowered[len(prefix) :]
+        if not key or _BAD_ESCAPE.search(key):
+            logger.debug("ignoring front-proxy extra header %r: bad escape", header)
+            continue
+        extra.setdefault(unquote(key), []).append(value)
+    return UserInfo(
+        name=name,
+        uid=uid,
+        groups=groups,
+        extra={key: tuple(values) for key, values in extra.items()},
+    )
+
+
+class TokenReviewer:
+    """Bearer tokens reviewed by the parent's TokenReview API, answers cached briefly."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        audiences: tuple[str, ...] = (),
+        success_ttl: float = 10.0,
+        failure_ttl: float = 5.0,
+        cache_size: int = 4096,
+    ) -> None:
+        self.kube = kube
+        self.audiences = audiences
+        self.success_ttl = success_ttl
+        self.failure_ttl = failure_ttl
+        self.cache: TTLCache[str, UserInfo | None] = TTLCache(cache_size)
+        #: TokenReviews sent to the parent (cache misses).
+        self.reviews = 0
+
+    async def review(self, token: str) -> UserInfo | None:
+        """The user behind ``token``, None if the parent says it is not valid.
+
+        Raises :class:`kube_errors.KubeError` when the parent cannot be asked; that is not
+        cached, so the next request asks again.
+        """
+        key = hashlib.sha256(token.encode()).hexdigest()
+        hit, cached = self.cache.get(key)
+        if hit:
+            return cached
+        spec: dict[str, object] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = list(self.audiences)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        self.reviews += 1
+        answer = await self.kube.request(
+            "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body, request_timeout=10.0
+        )
+        status = answer.get("status") or {}
+        user: UserInfo | None = None
+        if status.get("authenticated") is True:
+            raw = status.get("user") or {}
+            extra = raw.get("extra") or {}
+            user = UserInfo(
+                name=str(raw.get("username") or ""),
+                uid=str(raw.get("uid") or ""),
+                groups=tuple(str(g) for g in raw.get("groups") or ()),
+                extra={str(k).lower(): tuple(str(v) for v in vs or ()) for k, vs in extra.items()},
+            )
+            if not user.name:
+                user = None
+        self.cache.put(key, user, self.success_ttl if user else self.failure_ttl)
+        return user
+
+
+class Authenticator:
+    """Turns a request into a :class:`UserInfo` (or None for no usable credentials)."""
+
+    def __init__(self, trust: Trust, tokens: TokenReviewer | None) -> None:
+        self.trust = trust
+        self.tokens = tokens
+
+    async def authenticate(self, request: web.BaseRequest) -> UserInfo | None:
+        """The caller, None when it presented nothing usable; 401 StatusError for bad tokens."""
+        snapshot = self.trust.snapshot
+        cert = tls.peer_certificate(request)
+        if cert is not None:
+            problem = snapshot.verify_front_proxy(cert)
+            if problem is None:
+                user = user_from_headers(request.headers, snapshot)
+                if user is not None:
+                    return _with_authenticated_group(user)
+            elif any(h in request.headers for h in snapshot.all_header_names):
+                logger.info("ignoring X-Remote-* headers from %s: %s", request.remote, problem)
+            if snapshot.verify_client(cert) is None:
+                user = UserInfo(name=common_name(cert), groups=organizations(cert))
+                if user.name:
+                    return _with_authenticated_group(user)
+        token = _bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
+            return None
+        if self.tokens is None:
+            raise StatusError(401, "Unauthorized")
+        try:
+            user = await self.tokens.review(token)
+        except kube_errors.KubeError as exc:
+            logger.warning("TokenReview against the parent failed: %s", exc)
+            raise StatusError(401, "Unauthorized") from exc
+        if user is None:
+            raise StatusError(401, "Unauthorized")
+        return _with_authenticated_group(user)
+
+    def strip_credentials(self, request: web.Request) -> web.Request:
+        """A view of ``request`` without Authorization and front-proxy identity headers."""
+        snapshot = self.trust.snapshot
+        exact = {"authorization", *snapshot.all_header_names}
+        prefixes = tuple(p.lower() for p in snapshot.extra_prefixes)
+        kept: CIMultiDict[str] = CIMultiDict()
+        removed = False
+        for header, value in request.headers.items():
+            lowered = header.lower()
+            if lowered in exact or lowered.startswith(prefixes):
+                removed = True
+                continue
+            kept.add(header, value)
+        return request.clone(headers=kept) if removed else request
+
+
+def _bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def authn_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Sets ``request[REQUEST_USER_KEY]``; 401 Status for unauthenticated non-public requests."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user = await authenticator.authenticate(request)
+        if user is None:
+            if not is_public_path(request.path):
+                raise StatusError(401, "Unauthorized")
+            user = ANONYMOUS
+        request = authenticator.strip_credentials(request)
+        request[REQUEST_USER_KEY] = user
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,121 @@
+"""Prometheus metrics of one hub, on its own registry (``/metrics``).
+
+A registry per hub, not the process-global one, so that several hubs in one test process (or
+one process hosting other servers) never share or double-register series. The two socket
+metrics keep Clusternet's names and buckets (``clusternet_socket_connections_count``,
+``clusternet_socket_connections_duration_seconds``, exponential 60 s x4, 8 buckets) so existing
+dashboards work; the rest are ours. Implements ``proxy.ports.ProxyMetrics``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+#: Clusternet's tunnel-lifetime buckets: 60 s, 4 min, 16 min ... about 11 days.
+CONNECTION_DURATION_BUCKETS = tuple(60.0 * 4**i for i in range(8))
+#: Proxied request latency buckets, seconds (kube-apiserver's request-duration style).
+REQUEST_DURATION_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10,
+    15, 20, 30, 45, 60,
+)  # fmt: skip
+
+
+class HubMetrics:
+    """The hub's series; pass it wherever a ``ProxyMetrics`` is wanted."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.connections = Gauge(
+            "clusternet_socket_connections_count",
+            "Number of socket connections",
+            registry=self.registry,
+        )
+        self.connection_duration = Histogram(
+            "clusternet_socket_connections_duration_seconds",
+            "Active socket connection duration in seconds",
+            buckets=CONNECTION_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.connections_opened = Counter(
+            "clusternet_socket_connections_opened",
+            "Agent tunnels accepted",
+            registry=self.registry,
+        )
+        self.streams = Gauge(
+            "clusternet_socket_streams",
+            "Tunnel streams currently open, by kind (http, upgrade, ...)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.streams_opened = Counter(
+            "clusternet_socket_streams_opened",
+            "Tunnel streams opened, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.bytes = Counter(
+            "clusternet_socket_bytes",
+            "Payload bytes relayed through tunnels, by direction (to_agent, from_agent)",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "clusternet_proxy_requests",
+            "Requests proxied to child clusters, by verb and HTTP status code",
+            ["verb", "code"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "clusternet_proxy_request_duration_seconds",
+            "Latency of requests proxied to child clusters (to the response head for streams)",
+            ["verb"],
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    # -- proxy.ports.ProxyMetrics ----------------------------------------------------------
+
+    def tunnel_opened(self, cluster_id: str) -> None:
+        self.connections.inc()
+        self.connections_opened.inc()
+
+    def tunnel_closed(self, cluster_id: str, lifetime_seconds: float) -> None:
+        self.connections.dec()
+        self.connection_duration.observe(lifetime_seconds)
+
+    def stream_opened(self, kind: str) -> None:
+        self.streams.labels(kind).inc()
+        self.streams_opened.labels(kind).inc()
+
+    def stream_closed(self, kind: str) -> None:
+        self.streams.labels(kind).dec()
+
+    def bytes_transferred(self, direction: str, count: int) -> None:
+        if count > 0:
+            self.bytes.labels(direction).inc(count)
+
+    def request_finished(self, verb: str, code: int, seconds: float) -> None:
+        self.requests.labels(verb, str(code)).inc()
+        self.request_duration.labels(verb).observe(max(0.0, seconds))
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self.handle)
