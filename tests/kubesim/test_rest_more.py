@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.kubesim.conftest import Raw, configmap, names
 
 SECRETS = "/api/v1/namespaces/default/secrets"
@@ -56,3 +58,43 @@ async def test_field_selector_on_namespace_across_namespaces(raw: Raw) -> None:
     refused = await raw.get("/api/v1/namespaces?fieldSelector=metadata.namespace%3Dx")
     assert refused.status == 400
     assert refused.body["message"] == "field label not supported: metadata.namespace"
+
+
+async def test_deployment_strategy_and_pull_policy_defaults(raw: Raw) -> None:
+    """kube's SetDefaults_Deployment and SetDefaults_Container, for kubectl's generator objects."""
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "strategy": {},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            },
+        },
+    }
+    made = await raw.post("/apis/apps/v1/namespaces/default/deployments", deployment)
+    assert made.body["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    recreate = dict(deployment, metadata={"name": "r"})
+    recreate["spec"] = dict(deployment["spec"], strategy={"type": "Recreate"})
+    made = await raw.post("/apis/apps/v1/namespaces/default/deployments", recreate)
+    assert made.body["spec"]["strategy"] == {"type": "Recreate"}
+    images = {
+        "nginx": "Always",
+        "nginx:latest": "Always",
+        "registry:5000/team/nginx": "Always",
+        "nginx:1.27": "IfNotPresent",
+        "registry:5000/nginx:1.27": "IfNotPresent",
+        "nginx@sha256:" + "0" * 64: "IfNotPresent",
+    }
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}
+    pod["spec"] = {"containers": containers}
+    made = await raw.post("/api/v1/namespaces/default/pods", pod)
+    policies = [c["imagePullPolicy"] for c in made.body["spec"]["containers"]]
+    assert policies == list(images.values())

@@ -82,10 +82,19 @@ def _pod(obj: Obj) -> None:
     spec.setdefault("serviceAccountName", "default")
     for container in spec.get("containers") or []:
         if isinstance(container, dict):
-            container.setdefault("imagePullPolicy", "IfNotPresent")
+            container.setdefault("imagePullPolicy", _pull_policy(str(container.get("image", ""))))
             container.setdefault("terminationMessagePath", "/dev/termination-log")
             container.setdefault("terminationMessagePolicy", "File")
     obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+
+
+def _pull_policy(image: str) -> str:
+    """kube's SetDefaults_Container: ``Always`` for an untagged or ``:latest`` image."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
 
 
 def _deployment(obj: Obj) -> None:
@@ -93,10 +102,15 @@ def _deployment(obj: Obj) -> None:
     spec.setdefault("replicas", 1)
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
-    spec.setdefault(
-        "strategy",
-        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-    )
+    # kubectl create deployment sends ``strategy: {}``; kube defaults the type inside it.
+    strategy = spec.get("strategy") or {}
+    spec["strategy"] = strategy
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") or {}
+        strategy["rollingUpdate"] = rolling
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
 
 
 def _statefulset(obj: Obj) -> None:
