@@ -73,7 +73,15 @@ BUILTINS: tuple[ResourceInfo, ...] = (
         sub=("finalize", "status"),
     ),
     _r("", "v1", "nodes", "Node", namespaced=False, short=("no",), sub=("status",)),
-    _r("", "v1", "pods", "Pod", short=("po",), categories=("all",), sub=("status",)),
+    _r(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short=("po",),
+        categories=("all",),
+        sub=("attach", "exec", "log", "portforward", "status"),
+    ),
     _r("", "v1", "secrets", "Secret"),
     _r("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",), sub=("token",)),
     _r(

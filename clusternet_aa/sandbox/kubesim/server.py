@@ -34,6 +34,7 @@ from clusternet_aa.sandbox.kubesim.controllers import Controllers
 from clusternet_aa.sandbox.kubesim.crds import CrdManager
 from clusternet_aa.sandbox.kubesim.objects import ObjectService
 from clusternet_aa.sandbox.kubesim.pki import DEFAULT_SERVER_NAMES, KeyPair, Pki
+from clusternet_aa.sandbox.kubesim.pods import PodRuntimeConfig, wire_pods
 from clusternet_aa.sandbox.kubesim.rbac import RBACAuthorizer
 from clusternet_aa.sandbox.kubesim.registry import CustomResource, Registry
 from clusternet_aa.sandbox.kubesim.rest import Call, RestHandlers, json_response
@@ -91,6 +92,8 @@ class KubesimConfig:
     watch: WatchSettings = field(default_factory=WatchSettings)
     #: The ServiceAccount token issuer.
     issuer: str = "https://kubernetes.default.svc.cluster.local"
+    #: Run pods as local processes (exec, attach, port-forward, logs); None: pods stay Pending.
+    pod_runtime: PodRuntimeConfig | None = None
     #: How often APIService availability is re-checked besides on changes (kube: 30 s).
     apiservice_resync_seconds: float = 30.0
     #: Budget of one availability probe of an extension server (kube: 5 s).
@@ -136,6 +139,7 @@ class KubesimServer:
         wire_auth(self)
         wire_patching(self)
         wire_openapi(self)
+        self.pods = wire_pods(self)
         self.aggregation = Aggregation(self)
         self._runner: web.AppRunner | None = None
         self._ports: dict[str, int] = {}
@@ -200,6 +204,7 @@ class KubesimServer:
     async def stop(self) -> None:
         self.store.close_all_watchers()
         await self.controllers.stop()
+        await self.pods.stop()
         await self.aggregation.stop()
         if self._runner is not None:
             await self._runner.cleanup()
