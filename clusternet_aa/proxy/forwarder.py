@@ -203,6 +203,9 @@ class Forwarder:
                 return await self._upgrade(request, stream, cluster_id)
             return await self._forward(request, stream, cluster_id)
         finally:
+            # Whatever ended the request (completion, error, the client hanging up and aiohttp
+            # cancelling us), the stream must not outlive it; on a finished stream this is a no-op.
+            stream.reset(ErrorCode.CANCEL, "request ended")
             if self._metrics is not None:
                 self._metrics.stream_closed(kind)
 
@@ -305,7 +308,7 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await up
             connection.close()
-        return web.StreamResponse(status=101)
+        return connection.response
 
 
 async def _client_to_stream(connection: hijack.UpgradedConnection, stream: TunnelStream) -> None:

@@ -70,6 +70,11 @@ class UpgradedConnection:
         self._response = response
         self._parser = parser
 
+    @property
+    def response(self) -> web.StreamResponse:
+        """The 101 response; the handler returns it so aiohttp sends nothing more."""
+        return self._response
+
     async def read(self) -> bytes:
         """Whatever the client sent since the last read; b"" once it closed its side."""
         return await self._parser.read()
