@@ -217,9 +217,12 @@ async def test_a_newer_tunnel_replaces_the_old_one(world: ProxyWorld) -> None:
 async def test_tunnel_drop_mid_request_gives_a_clean_error(world: ProxyWorld) -> None:
     agent = await world.connect_agent()
     url = world.proxy_url() + "/api/v1/namespaces/default/configmaps?watch=true"
-    async with aiohttp.ClientSession() as client, client.get(
-        url, headers={"Authorization": "Bearer admin-token"}, ssl=world.client_ssl
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            url, headers={"Authorization": "Bearer admin-token"}, ssl=world.client_ssl
+        ) as response,
+    ):
         assert response.status == 200
         await agent.close(grace=0.2)
         with pytest.raises(aiohttp.ClientPayloadError):
