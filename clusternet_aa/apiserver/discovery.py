@@ -169,7 +169,19 @@ async def handle_version(request: web.Request) -> web.Response:
 
 
 async def handle_not_found(request: web.Request) -> web.Response:
-    """Any other path: kube's plain 404 Status (never a redirect)."""
+    """The catch-all route: 405 when another route serves the path with other methods, else
+    kube's plain 404 Status (never a redirect)."""
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is own:
+            continue
+        _, allowed = await resource.resolve(request)
+        if allowed:
+            raise StatusError(
+                405,
+                "the server does not allow this method on the requested resource",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
     raise StatusError(404, "the server could not find the requested resource")
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
 
 #: Clusternet's tunnel-lifetime buckets: 60 s, 4 min, 16 min ... about 11 days.
 CONNECTION_DURATION_BUCKETS = tuple(60.0 * 4**i for i in range(8))
@@ -113,8 +112,10 @@ class HubMetrics:
     # -- HTTP -------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(self.registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        """The text exposition format, or OpenMetrics when the scraper's Accept asks for it."""
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        response = web.Response(body=encoder(self.registry))
+        response.headers["Content-Type"] = content_type
         return response
 
     def add_routes(self, app: web.Application) -> None:

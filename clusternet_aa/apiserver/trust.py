@@ -233,8 +233,5 @@ class Trust:
         )
 
     def on_configmap_event(self, kind: str, obj: dict[str, Any]) -> None:
-        """Informer callback for the ``extension-apiserver-authentication`` ConfigMap."""
-        metadata = obj.get("metadata") or {}
-        if metadata.get("name") != AUTH_CONFIGMAP_NAME:
-            return
+        """Informer callback; the informer watches only the one ConfigMap (a field selector)."""
         self.update(None if kind == "DELETED" else (obj.get("data") or {}))
