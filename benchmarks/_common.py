@@ -253,9 +253,10 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
     values = sorted(samples)
     if not values:
         return {"n": 0}
-    q1, q3 = (
-        statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 2
-    )
+    if len(values) > 1:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = q3 = values[0]
     return {
         "median": statistics.median(values),
         "min": values[0],

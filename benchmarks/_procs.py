@@ -42,6 +42,7 @@ from clusternet_aa.proxy.dialer import Dialer, allow_addresses
 from clusternet_aa.proxy.local_forward import serve_forward
 from clusternet_aa.tunnel.protocol import frames
 from clusternet_aa.tunnel.protocol.errors import ErrorCode
+from clusternet_aa.tunnel.protocol.settings import Settings
 from clusternet_aa.tunnel.session import DEFAULT_HIGH_WATER, Session
 from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
 from clusternet_aa.tunnel.websocket import accept, connect, offered_subprotocol
@@ -52,6 +53,12 @@ SOURCE_BLOB = bytes(range(256)) * 256  # 64 KiB, one full DATA frame
 def _ready(info: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(info) + "\n")
     sys.stdout.flush()
+
+
+def _settings() -> Settings:
+    """Default settings, unless BENCH_STREAM_WINDOW (bytes) overrides the stream window."""
+    window = os.environ.get("BENCH_STREAM_WINDOW")
+    return Settings(initial_stream_window=int(window)) if window else Settings()
 
 
 def _stop_event() -> asyncio.Event:
@@ -99,7 +106,7 @@ class Hub:
     async def tunnel(self, request: web.Request) -> web.StreamResponse:
         if offered_subprotocol(request) is None:
             return web.Response(status=400, text="no tunnel subprotocol offered")
-        ws, session = await accept(request, name="bench-hub")
+        ws, session = await accept(request, name="bench-hub", settings=_settings())
         session.start()
         try:
             await session.wait_ready()
@@ -331,7 +338,12 @@ async def agent_main(args: argparse.Namespace) -> None:
 
         async def dial() -> None:
             session = await connect(
-                client, args.url, ssl_context=client_ssl, handler=handler, name="bench-agent"
+                client,
+                args.url,
+                ssl_context=client_ssl,
+                handler=handler,
+                name="bench-agent",
+                settings=_settings(),
             )
             await session.wait_ready()
             sessions.append(session)
@@ -380,7 +392,8 @@ def main() -> None:
     raise_fd_limit()
     entry = {"target": target_main, "hub": hub_main, "agent": agent_main}[args.role]
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-    profiler = cProfile.Profile() if profile_dir else None
+    # CPU time, not wall time: the machine may be shared, and a descheduled process is not slow.
+    profiler = cProfile.Profile(time.process_time) if profile_dir else None
     if profiler is not None:
         profiler.enable()
     try:

@@ -114,7 +114,9 @@ class Child:
 class Processes:
     """Every process the benchmark starts, so each is ended by its PID whatever happens."""
 
-    def __init__(self, workdir: Path, profile_dir: Path | None) -> None:
+    def __init__(
+        self, workdir: Path, profile_dir: Path | None, stream_window: int | None = None
+    ) -> None:
         self.workdir = workdir
         self.children: list[Child] = []
         self.ssh: list[ForwardingSsh] = []
@@ -124,6 +126,8 @@ class Processes:
         )
         if profile_dir is not None:
             self._env["BENCH_PROFILE_DIR"] = str(profile_dir)
+        if stream_window is not None:
+            self._env["BENCH_STREAM_WINDOW"] = str(stream_window)
 
     async def start(self, role: str, *args: str) -> Child:
         log = (self.workdir / f"{role}-{len(self.children)}.log").open("wb")
@@ -284,7 +288,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
     profile_dir: Path | None = args.profile
-    procs = Processes(workdir, profile_dir)
+    procs = Processes(workdir, profile_dir, args.stream_window)
     notes: list[str] = []
     bulk_size = int(args.bulk_mib * MiB)
     stream_size = int(args.stream_mib * MiB)
@@ -303,6 +307,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "hol_message_bytes": args.message_size,
             "idle_sessions": args.sessions,
             "idle_rounds": args.idle_rounds,
+            "stream_window": args.stream_window,
             "units": "MB/s = 10^6 bytes per second; ms; bytes",
         },
         "machine": machine_facts(),
@@ -655,6 +660,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
     )
     parser.add_argument("--profile", help="folder for cProfile dumps of every process")
+    parser.add_argument(
+        "--stream-window",
+        type=int,
+        help="experiment: initial stream window in bytes for hub and agent (default: the "
+        "protocol default)",
+    )
     parser.add_argument("--out", default="benchmarks/results/tunnel.json", help="JSON report")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     args = parser.parse_args(argv)
