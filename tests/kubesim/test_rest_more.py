@@ -98,3 +98,21 @@ async def test_deployment_strategy_and_pull_policy_defaults(raw: Raw) -> None:
     made = await raw.post("/api/v1/namespaces/default/pods", pod)
     policies = [c["imagePullPolicy"] for c in made.body["spec"]["containers"]]
     assert policies == list(images.values())
+
+
+async def test_empty_metadata_collections_are_not_kept(raw: Raw) -> None:
+    """Go's omitempty: kube never returns ``labels: {}`` or ``finalizers: []``."""
+    cm = configmap("empty")
+    cm["metadata"].update(labels={}, annotations={}, finalizers=[], ownerReferences=[])
+    made = await raw.post("/api/v1/namespaces/default/configmaps", cm)
+    assert made.status == 201
+    for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+        assert key not in made.body["metadata"]
+    # What kubectl diff/apply send for an object created without last-applied annotations.
+    patched = await raw.patch(
+        "/api/v1/namespaces/default/configmaps/empty",
+        {"metadata": {"annotations": {}}},
+        "application/strategic-merge-patch+json",
+    )
+    assert "annotations" not in patched.body["metadata"]
+    assert patched.body["metadata"]["resourceVersion"] == made.body["metadata"]["resourceVersion"]

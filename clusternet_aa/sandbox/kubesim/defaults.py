@@ -159,8 +159,22 @@ def _secret_string_data(obj: Obj) -> None:
         obj["data"] = data
 
 
+#: ObjectMeta fields that are ``omitempty`` collections: kube never stores or returns them empty.
+_OMIT_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences")
+
+
 def convert_on_write(info: ResourceInfo, obj: Obj) -> None:
-    """What kube's conversion to the internal version does to every written object, in place."""
+    """What kube's decoding and conversion do to every written object, in place.
+
+    An empty ``labels: {}`` sent by a client (``kubectl apply`` patches often hold one) is gone
+    after kube's round trip through Go structs; keeping it would show up in diffs and equality
+    checks that kube-apiserver never produces.
+    """
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in _OMIT_EMPTY_META:
+            if key in meta and meta[key] in ({}, [], None):
+                del meta[key]
     if (info.group, info.resource) == ("", "secrets"):
         _secret_string_data(obj)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from clusternet_aa.sandbox.kubesim import bodies, negotiation, selectors, tables
+from clusternet_aa.sandbox.kubesim import bodies, defaults, negotiation, selectors, tables
 from clusternet_aa.sandbox.kubesim.objects import ObjectService, not_found
 from clusternet_aa.sandbox.kubesim.registry import Registry
 from clusternet_aa.sandbox.kubesim.requestinfo import RequestInfo, parse_bool
@@ -264,7 +264,9 @@ class RestHandlers:
             )
 
     def validate(self, call: Call, obj: Obj, *, verb: str = "create", patch: Any = None) -> Obj:
-        """fieldValidation (warnings or a Strict error), pruning, then the CRD schema."""
+        """Decoding normalization, fieldValidation (warnings or a Strict error), pruning, then the
+        CRD schema; before managedFields are recorded, as in kube."""
+        defaults.convert_on_write(call.resource, obj)
         mode = _field_validation(call)
         if self.field_validator is not None:
             call.warnings.extend(self.field_validator(obj, call.resource, mode, verb, patch))
