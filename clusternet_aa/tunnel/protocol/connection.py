@@ -84,7 +84,7 @@ class _Stream:
         self.state = StreamState.IDLE
         self.send_credit = SendCredit(send)
         self.receive_window = ReceiveWindow(receive)
-        self.outbound: deque[bytes] = deque()
+        self.outbound: deque[bytes | memoryview] = deque()
         self.outbound_size = 0
         self.end_pending = False
 
@@ -265,7 +265,7 @@ class Connection:
         limit = (self.peer_settings or self.local_settings).max_message_size
         if max_bytes is not None:
             limit = min(limit, max_bytes)
-        chunks: list[bytes] = []
+        chunks: list[bytes | memoryview] = []
         size = 0
         control = self._control
         while control and (not size or size + len(control[0]) <= limit):
@@ -283,7 +283,9 @@ class Connection:
             size = self._take_data(chunks, size, limit, self.peer_settings.max_frame_size)
         return b"".join(chunks)
 
-    def _take_data(self, chunks: list[bytes], size: int, limit: int, max_frame: int) -> int:
+    def _take_data(
+        self, chunks: list[bytes | memoryview], size: int, limit: int, max_frame: int
+    ) -> int:
         ready = self._ready
         session = self._session_credit
         while ready and session.available > 0:
@@ -297,9 +299,10 @@ class Connection:
             payload = self._pop_outbound(stream, n)
             stream.send_credit.consume(n)
             session.consume(n)
-            frame = codec.encode_data(stream.id, payload)
-            chunks.append(frame)
-            size += len(frame)
+            header = codec.data_header(stream.id, n)
+            chunks.append(header)
+            chunks.append(payload)  # joined into the message: the payload's only copy
+            size += len(header) + n
             if stream.outbound_size:
                 if stream.send_credit.available:
                     self._mark_ready(stream)
@@ -312,28 +315,31 @@ class Connection:
         return size
 
     @staticmethod
-    def _pop_outbound(stream: _Stream, n: int) -> bytes:
+    def _pop_outbound(stream: _Stream, n: int) -> bytes | memoryview:
+        """The next ``n`` queued bytes. Partial chunks are cut as memoryviews, so no payload
+        is copied before :meth:`data_to_send` joins the message."""
         out = stream.outbound
         first = out[0]
-        if len(first) <= n:
-            out.popleft()
-            if len(first) == n:
-                stream.outbound_size -= n
-                return first
-            parts = [first]
-            got = len(first)
-            while got < n:
-                chunk = out.popleft()
-                if got + len(chunk) > n:
-                    out.appendleft(chunk[n - got :])
-                    chunk = chunk[: n - got]
-                parts.append(chunk)
-                got += len(chunk)
-            stream.outbound_size -= n
-            return b"".join(parts)
-        out[0] = first[n:]
         stream.outbound_size -= n
-        return first[:n]
+        if len(first) == n:
+            out.popleft()
+            return first
+        if len(first) > n:
+            view = first if type(first) is memoryview else memoryview(first)
+            out[0] = view[n:]
+            return view[:n]
+        out.popleft()
+        parts = [first]
+        got = len(first)
+        while got < n:
+            chunk = out.popleft()
+            if got + len(chunk) > n:
+                view = chunk if type(chunk) is memoryview else memoryview(chunk)
+                out.appendleft(view[n - got :])
+                chunk = view[: n - got]
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     # ------------------------------------------------------------------ timers
 
