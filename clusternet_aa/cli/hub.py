@@ -7,11 +7,12 @@ This module only parses flags into :class:`HubSettings`, configures logging and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
+
+import uvloop
 
 from clusternet_aa.errors import ClusternetError
 from clusternet_aa.hub import server
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None, *, extra_routes: ExtraRoutes | None = No
         parser.error(str(exc))  # exits 2, as kube's flag errors
     configure_logging(args.verbosity, args.log_format)
     try:
-        asyncio.run(server.run(settings, extra_routes=extra_routes))
+        uvloop.run(server.run(settings, extra_routes=extra_routes))
     except ClusternetError as exc:
         log.error("clusternet-hub: %s", exc)
         return 1

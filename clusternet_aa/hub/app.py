@@ -4,8 +4,8 @@
 informers (trust ConfigMap, ManagedClusters) and :meth:`Hub.stop` stops them. The socket routes
 (tunnel and proxy) belong to the proxy feature: they are added by the ``extra_routes`` callback,
 which receives the Hub so it can take the authorizer, cluster directory, metrics and settings
-(the API server does not import the proxy). With the ``SocketConnection`` gate off those paths
-answer 503 as Clusternet's do.
+(the API server does not import the proxy); by default :func:`add_socket_routes`. With the
+``SocketConnection`` gate off those paths answer 503 as Clusternet's do.
 
 Middleware order: Status rendering outermost (every error, including authentication's 401, is a
 ``metav1.Status``), then authentication. Paths nobody serves get a 404 Status, never a redirect.
@@ -34,7 +34,9 @@ from clusternet_aa.apiserver.trust import Trust, TrustFlags
 from clusternet_aa.hub.settings import AuthSettings, HubSettings, SettingsError
 from clusternet_aa.kube.client import KubeClient
 from clusternet_aa.kube.informers import Informer, ResourceRef
+from clusternet_aa.proxy import routes as proxy_routes
 from clusternet_aa.proxy.ports import GROUP, VERSION
+from clusternet_aa.proxy.tunnels import TunnelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Hub:
         )
         self.directory = ClusterDirectory(kube)
         self.metrics = HubMetrics()
+        self.tunnels = TunnelRegistry(self.metrics)
         self.health = Health()
         self.openapi = OpenAPI()
         self.trust_informer: Informer | None = None
@@ -143,6 +146,24 @@ async def _socket_connection_disabled(request: web.Request) -> web.StreamRespons
     raise StatusError(503, "featuregate SocketConnection has not been enabled on the server side")
 
 
+def add_socket_routes(app: web.Application, hub: Hub) -> None:
+    """The proxy feature's routes (agents' tunnels, users' proxy), and GOAWAY to every tunnel
+    when the server shuts down so agents reconnect elsewhere instead of seeing a reset."""
+    proxy_routes.add_routes(
+        app,
+        registry=hub.tunnels,
+        authorizer=hub.authorizer,
+        directory=hub.directory,
+        metrics=hub.metrics,
+        settings=proxy_routes.ProxySettings(tunnel_wait=hub.settings.tunnel_wait_seconds),
+    )
+
+    async def drain_tunnels(_: web.Application) -> None:
+        await hub.tunnels.close_all(grace=hub.settings.shutdown_grace_seconds)
+
+    app.on_shutdown.append(drain_tunnels)
+
+
 def build_app(hub: Hub, *, extra_routes: ExtraRoutes | None = None) -> web.Application:
     """The Application: middlewares, the API server's own routes, the socket routes, 404."""
     app = web.Application(
@@ -156,8 +177,8 @@ def build_app(hub: Hub, *, extra_routes: ExtraRoutes | None = None) -> web.Appli
     discovery.add_routes(app)
     if not hub.settings.socket_connection:
         app.router.add_route("*", SOCKETS_PATH + "/{tail:.*}", _socket_connection_disabled)
-    elif extra_routes is not None:
-        extra_routes(app, hub)
+    else:
+        (extra_routes or add_socket_routes)(app, hub)
     app.router.add_route("*", "/{tail:.*}", discovery.handle_not_found)
     return app
 
