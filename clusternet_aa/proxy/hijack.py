@@ -98,8 +98,8 @@ async def switch_protocols(
     """
     protocol = request.protocol
     transport = request.transport
-    if not isinstance(transport, asyncio.Transport):  # pragma: no cover - aiohttp internals
-        raise RuntimeError("cannot take over this connection")
+    if transport is None:  # pragma: no cover - the client is already gone
+        raise ConnectionResetError("the client closed the connection")
     parser = _RawParser(transport)
     # aiohttp types the parser as its websocket reader; any object with feed_data/feed_eof works.
     protocol.set_parser(parser)  # type: ignore[arg-type]
