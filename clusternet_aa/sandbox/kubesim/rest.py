@@ -54,6 +54,8 @@ FieldValidator = Callable[[Obj, ResourceInfo, str, str, Any], list[str]]
 Pruner = Callable[[Obj, ResourceInfo], Obj]
 #: Checks a custom resource against its CRD schema (422 Invalid).
 SchemaValidator = Callable[[Obj, ResourceInfo], None]
+#: Admission after validation: (call, object to be written) -> None, or raise a KubesimError.
+Admitter = Callable[["Call", Obj], None]
 #: managedFields bookkeeping: (existing or None, new, manager, resource, subresource) -> new.
 ManagedFieldsRecorder = Callable[["Obj | None", Obj, str, ResourceInfo, str], Obj]
 #: Patch appliers by media type: (current object or None, patch, call) -> patched object.
@@ -153,6 +155,7 @@ class RestHandlers:
         self.field_validator: FieldValidator | None = None
         self.pruner: Pruner | None = None
         self.schema_validator: SchemaValidator | None = None
+        self.admitters: list[Admitter] = []
         self.patchers: dict[str, PatchApplier] = {}
         self.managed_fields: ManagedFieldsRecorder | None = None
         self.watch: Handler | None = None
@@ -264,8 +267,8 @@ class RestHandlers:
             )
 
     def validate(self, call: Call, obj: Obj, *, verb: str = "create", patch: Any = None) -> Obj:
-        """Decoding normalization, fieldValidation (warnings or a Strict error), pruning, then the
-        CRD schema; before managedFields are recorded, as in kube."""
+        """Decoding normalization, fieldValidation (warnings or a Strict error), pruning, the CRD
+        schema, then admission; before managedFields are recorded, as in kube."""
         defaults.convert_on_write(call.resource, obj)
         mode = _field_validation(call)
         if self.field_validator is not None:
@@ -274,6 +277,8 @@ class RestHandlers:
             obj = self.pruner(obj, call.resource)
         if self.schema_validator is not None:
             self.schema_validator(obj, call.resource)
+        for admit in self.admitters:
+            admit(call, obj)
         return obj
 
     def field_manager(self, call: Call) -> str:

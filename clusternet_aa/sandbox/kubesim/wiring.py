@@ -21,6 +21,7 @@ from clusternet_aa.sandbox.kubesim import (
     tokens,
     validation,
 )
+from clusternet_aa.sandbox.kubesim.rbac_escalation import EscalationCheck
 from clusternet_aa.sandbox.kubesim.requestinfo import parse_bool
 from clusternet_aa.sandbox.kubesim.rest import Call, json_response
 from clusternet_aa.sandbox.kubesim.types import KubesimError, Obj, ResourceInfo, UserInfo
@@ -36,7 +37,8 @@ ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 
 
 def wire_auth(server: KubesimServer) -> None:
-    """Reviews, TokenRequest, token Secrets, and the per-namespace ServiceAccount and CA."""
+    """Reviews, TokenRequest, token Secrets, RBAC escalation checks, and the per-namespace
+    ServiceAccount and CA."""
     authn, authz = server.authenticator, server.authorizer
 
     async def token_review(call: Call, body: Obj) -> Obj:
@@ -80,6 +82,15 @@ def wire_auth(server: KubesimServer) -> None:
         return json_response(call, answer, status=201)
 
     server.rest.subresources[("", "serviceaccounts", "token")] = token_request
+    escalation = EscalationCheck(server.lister, authz)
+
+    def no_escalation(call: Call, obj: Obj) -> None:
+        old = server.store.get(
+            (call.resource.group, call.resource.resource), call.namespace, call.info.name
+        )
+        escalation.check(call.user, call.resource, call.namespace, call.info.name, obj, old)
+
+    server.rest.admitters.append(no_escalation)
     server.rest.protobuf = protobuf.decode_protobuf
     server.controllers.extra.append(lambda: _namespace_defaults(server))
     server.controllers.extra.append(lambda: _token_secrets(server))
