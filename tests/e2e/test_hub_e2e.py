@@ -276,3 +276,15 @@ async def test_hub_metrics_count_tunnels_and_requests(fleet: Fleet) -> None:
         metrics[:2000]
     )
     assert "clusternet_proxy" in metrics or "proxied" in metrics
+
+
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+async def test_spdy_fallback_error_passes_through_unchanged(fleet: Fleet, kubectl: str) -> None:
+    """kubectl's SPDY path (forced off websockets) reaches the child byte for byte; the child
+    refuses SPDY with a 400 Status, which kubectl must print as the child wrote it."""
+    result = await fleet.kubectl(
+        "alice-token", "exec", "demo", "--", "true",
+        env={"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}, kubectl=kubectl,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert b"kubesim serves pods/exec over WebSocket only" in result.stderr, text(result)
