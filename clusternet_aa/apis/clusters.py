@@ -15,6 +15,7 @@ from clusternet_aa.apis.meta import (
     Condition,
     KubeObject,
     Model,
+    Quantity,
     Taint,
     field,
     find_condition,
@@ -144,8 +145,8 @@ class PodStatistics(Model):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ResourceUsage(Model):
-    cpu_usage: str | None = field("cpuUsage", None)
-    memory_usage: str | None = field("memoryUsage", None)
+    cpu_usage: Quantity | None = field("cpuUsage", None)
+    memory_usage: Quantity | None = field("memoryUsage", None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -166,8 +167,8 @@ class ManagedClusterStatus(Model):
     kube_qps: float = field("kubeQPS", 0.0)
     kube_burst: int = field("kubeBurst", 0)
     #: Resource name -> quantity string (``{"cpu": "16", "memory": "64Gi"}``).
-    allocatable: dict[str, str] = field("allocatable", factory=dict)
-    capacity: dict[str, str] = field("capacity", factory=dict)
+    allocatable: dict[str, Quantity] = field("allocatable", factory=dict)
+    capacity: dict[str, Quantity] = field("capacity", factory=dict)
     cluster_cidr: str = field("clusterCIDR", "")
     service_cidr: str = field("serviceCIDR", "")
     node_statistics: NodeStatistics = field("nodeStatistics", factory=NodeStatistics)

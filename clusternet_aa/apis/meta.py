@@ -34,7 +34,7 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 __all__ = [
     "Condition",
@@ -45,6 +45,7 @@ __all__ = [
     "ModelError",
     "ObjectMeta",
     "OwnerReference",
+    "Quantity",
     "Taint",
     "Toleration",
     "decode_bytes",
@@ -57,6 +58,12 @@ __all__ = [
 ]
 
 _MISSING: Any = dataclasses.MISSING
+
+_QUANTITY_MARK = "quantity"
+
+#: A ``resource.Quantity``: a string (``"15800m"``, ``"64Gi"``); a bare JSON number is accepted
+#: on input and kept as its string form, as kube does.
+Quantity = Annotated[str, _QUANTITY_MARK]
 
 
 class ModelError(ValueError):
@@ -147,7 +154,7 @@ def _slots(cls: type[Model]) -> tuple[_Slot, ...]:
     cached = _SLOTS.get(cls)
     if cached is not None:
         return cached
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     out = []
     for f in dataclasses.fields(cls):
         if "json" not in f.metadata:
@@ -168,6 +175,12 @@ def _type_name(value: Any) -> str:
 
 def _decode(hint: Any, value: Any, path: str) -> Any:
     hint, _ = _unwrap_optional(hint)
+    if typing.get_origin(hint) is Annotated:
+        base, *marks = typing.get_args(hint)
+        quantity = _QUANTITY_MARK in marks
+        if quantity and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return _decode(base, value, path)
     if hint is Any:
         return copy.deepcopy(value)
     origin = typing.get_origin(hint)
@@ -214,9 +227,6 @@ def _decode(hint: Any, value: Any, path: str) -> Any:
             raise ModelError(f"{path}: expected a number, got {_type_name(value)}")
         return float(value)
     if hint is str:
-        # Quantities may arrive as bare numbers (``cpu: 16``); kube stores them as strings.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
         if not isinstance(value, str):
             raise ModelError(f"{path}: expected a string, got {_type_name(value)}")
         return value
@@ -227,6 +237,8 @@ def _encode(hint: Any, value: Any) -> Any:
     if value is None:
         return None
     hint, _ = _unwrap_optional(hint)
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
     if hint is Any:
         return copy.deepcopy(value)
     origin = typing.get_origin(hint)
