@@ -142,7 +142,7 @@ _DROPPED = frozenset(
 
 def k8s(name: str, doc: str | None = None) -> Schema:
     """Kubernetes definition ``name`` (``io.k8s.api.core.v1.Toleration``) as a structural schema."""
-    result = _structural(schemas.definitions()[name], (name,))
+    result: Schema = _structural(schemas.definitions()[name], (name,))
     if doc is not None:
         result = {"description": doc, **{k: v for k, v in result.items() if k != "description"}}
     return result

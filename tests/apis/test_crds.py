@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import pytest
 import yaml
@@ -352,7 +352,7 @@ def test_required_fields_and_enums_match_clusternet() -> None:
 _FORMATS = jsonschema.FormatChecker()
 
 
-@_FORMATS.checks("byte", raises=(binascii.Error, ValueError))
+@_FORMATS.checks("byte", raises=(binascii.Error, ValueError))  # type: ignore[untyped-decorator]
 def _is_base64(value: object) -> bool:
     if isinstance(value, str):
         base64.b64decode(value, validate=True)
