@@ -40,7 +40,7 @@ Cause = tuple[str, str, str]  # field, reason, message
 
 
 def invalid(info: ResourceInfo, name: str, causes: Sequence[Cause]) -> KubesimError:
-    """kube's ``errors.NewInvalid``: ``<Kind> "<name>" is invalid: <field>: <message>``."""
+    """kube's ``errors.NewInvalid``: ``<Kind>[.<group>] "<name>" is invalid: <field>: <why>``."""
     detail = ", ".join(f"{f}: {m}" for f, _, m in causes)
     if len(causes) > 1:
         detail = "[" + detail + "]"
@@ -51,8 +51,9 @@ def invalid(info: ResourceInfo, name: str, causes: Sequence[Cause]) -> KubesimEr
     }
     if info.group:
         details["group"] = info.group
+    qualified = f"{info.kind}.{info.group}" if info.group else info.kind
     return KubesimError(
-        422, "Invalid", f'{info.kind} "{name}" is invalid: {detail}', details=details
+        422, "Invalid", f'{qualified} "{name}" is invalid: {detail}', details=details
     )
 
 

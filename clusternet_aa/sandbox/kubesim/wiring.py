@@ -14,6 +14,7 @@ from aiohttp import web
 
 from clusternet_aa.sandbox.kubesim import (
     bodies,
+    builtin_validation,
     openapi,
     patching,
     protobuf,
@@ -176,7 +177,8 @@ def _token_secrets(server: KubesimServer) -> None:
 
 
 def wire_patching(server: KubesimServer) -> None:
-    """Patch appliers (merge, JSON, strategic, server-side apply) and managedFields."""
+    """Patch appliers (merge, JSON, strategic, server-side apply), managedFields, and the
+    validation of written objects."""
     rest = server.rest
 
     def merge(current: Obj | None, patch: Any, call: Call) -> Obj:
@@ -210,9 +212,15 @@ def wire_patching(server: KubesimServer) -> None:
     def record(
         existing: Obj | None, new: Obj, manager: str, resource: ResourceInfo, subresource: str
     ) -> Obj:
-        return patching.record_update(
-            existing, new, manager=manager, resource=resource, subresource=subresource
-        )
+        try:
+            return patching.record_update(
+                existing, new, manager=manager, resource=resource, subresource=subresource
+            )
+        except KubesimError:
+            # kube's fieldmanager.UpdateNoErrors: an object its type converter rejects (a list
+            # element without its key) is still written, with managedFields removed.
+            (new.get("metadata") or {}).pop("managedFields", None)
+            return new
 
     rest.managed_fields = record
 
@@ -220,6 +228,12 @@ def wire_patching(server: KubesimServer) -> None:
         return validation.validate_fields(obj, resource, mode=mode, verb=verb, patch=patch)
 
     rest.field_validator = fields
+
+    def builtin(call: Call, obj: Obj) -> None:
+        if not call.info.subresource:
+            builtin_validation.validate_builtin(obj, call.resource)
+
+    rest.admitters.append(builtin)
     rest.pruner = validation.prune
     rest.schema_validator = validation.validate_schema
 
