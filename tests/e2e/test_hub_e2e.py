@@ -48,7 +48,9 @@ async def test_childs_rbac_allows_and_denies(fleet: Fleet) -> None:
     denied = await fleet.kubectl("alice-token", "get", "secrets")
     assert denied.returncode == 1
     assert b'secrets is forbidden: User "alice" cannot list resource "secrets"' in denied.stderr
-    can = await fleet.kubectl("alice-token", "auth", "can-i", "create", "pods", "--subresource=exec")
+    can = await fleet.kubectl(
+        "alice-token", "auth", "can-i", "create", "pods", "--subresource=exec"
+    )
     assert can.stdout.strip() == b"yes", text(can)
     cannot = await fleet.kubectl("alice-token", "auth", "can-i", "delete", "pods")
     assert cannot.stdout.strip() == b"no", text(cannot)
