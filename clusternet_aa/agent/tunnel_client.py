@@ -5,6 +5,11 @@ parent's API server (which authenticates and authorizes the agent's ServiceAccou
 the upgrade to the hub). When the session ends for any reason it reconnects with capped
 exponential backoff and full jitter, so a hub restart with thousands of agents does not become a
 thundering herd.
+
+When the hub drains (GOAWAY, e.g. a rolling restart) the client dials a new session at once,
+without backoff, while the old one finishes the streams in flight. A refused upgrade with 401
+(the parent no longer accepts the agent's token) is reported to ``on_unauthorized`` so the agent
+can register again instead of redialing with a dead token.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from clusternet_aa.tunnel import websocket
-from clusternet_aa.tunnel.protocol.errors import TunnelError
+from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
 from clusternet_aa.tunnel.protocol.settings import Settings
 from clusternet_aa.tunnel.session import Session, StreamHandler
 
 logger = logging.getLogger(__name__)
 
 SOCKETS_PATH = "/apis/proxies.clusternet.io/v1alpha1/sockets/"
+#: How often a live session is checked for a GOAWAY from the hub, in seconds.
+DRAIN_CHECK_INTERVAL = 0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,12 +48,17 @@ class Backoff:
 
 
 def tunnel_url(parent_url: str, cluster_id: str) -> str:
-    """The websocket URL of a cluster's tunnel; a path prefix of the parent URL is kept."""
+    """The websocket URL of a cluster's tunnel; a path prefix of the parent URL is kept.
+
+    ``parent_url`` may also be the hub's own URL (``--hub-url``): the hub serves the same path.
+    """
     base = parent_url.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[len("https://") :]
     elif base.startswith("http://"):
         base = "ws://" + base[len("http://") :]
+    if base.endswith(SOCKETS_PATH.rstrip("/")):
+        base = base[: -len(SOCKETS_PATH.rstrip("/"))]
     return base + SOCKETS_PATH + cluster_id
 
 
@@ -63,6 +75,7 @@ class TunnelClient:
         settings: Settings | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        on_unauthorized: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._handler = handler
@@ -71,7 +84,9 @@ class TunnelClient:
         self._settings = settings
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()
+        self._on_unauthorized = on_unauthorized
         self._stopping = asyncio.Event()
+        self._draining: set[asyncio.Task[None]] = set()
         self.session: Session | None = None
         self.connected = asyncio.Event()
         self.connects = 0
@@ -82,14 +97,25 @@ class TunnelClient:
     async def run(self) -> None:
         """Dial, serve, and redial until :meth:`stop`; the last session drains on stop."""
         attempt = 0
+        last_error = ""
         async with aiohttp.ClientSession() as client:
             while not self._stopping.is_set():
                 try:
-                    await self._serve_once(client)
-                    attempt = 0
+                    drained = await self._serve_once(client)
+                    attempt, last_error = 0, ""
+                    if drained:
+                        logger.info("the hub drains the tunnel: dialing a new one at once")
+                        continue
                 except (TunnelError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    logger.warning("tunnel to %s failed: %s", self._url, exc)
+                    # One warning per distinct failure; repeats of the same one are debug.
+                    text = f"{type(exc).__name__}: {exc}"
+                    log = logger.debug if text == last_error else logger.warning
+                    log("tunnel to %s failed: %s", self._url, exc)
+                    last_error = text
                     attempt += 1
+                    status = getattr(exc, "status", None)
+                    if status == 401 and self._on_unauthorized is not None:
+                        self._on_unauthorized()
                 if self._stopping.is_set():
                     break
                 delay = self._backoff.delay(attempt, self._rng)
@@ -98,8 +124,12 @@ class TunnelClient:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 except TimeoutError:
                     pass
+            if self._draining:
+                await asyncio.wait(self._draining)
 
-    async def _serve_once(self, client: aiohttp.ClientSession) -> None:
+    async def _serve_once(self, client: aiohttp.ClientSession) -> bool:
+        """Serve one session until it ends (False) or the hub sends GOAWAY (True: the old
+        session keeps draining in the background)."""
         token = self._token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         session = await websocket.connect(
@@ -112,6 +142,7 @@ class TunnelClient:
             name="agent",
         )
         self.session = session
+        drained = False
         try:
             await session.wait_ready()
             self.connects += 1
@@ -119,11 +150,39 @@ class TunnelClient:
             logger.info("tunnel up: %s", self._url)
             stop = asyncio.ensure_future(self._stopping.wait())
             closed = asyncio.ensure_future(session.wait_closed())
-            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            closed.cancel()
+            try:
+                while not (stop.done() or closed.done()):
+                    await asyncio.wait(
+                        {stop, closed},
+                        timeout=DRAIN_CHECK_INTERVAL,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not (stop.done() or closed.done()) and session.is_draining:
+                        drained = True
+                        break
+            finally:
+                stop.cancel()
+                closed.cancel()
         finally:
             self.connected.clear()
-            await session.close(grace=10 if self._stopping.is_set() else 1)
             self.session = None
-            logger.info("tunnel down: %s %s", session.close_code, session.close_reason)
+            if drained:
+                task = asyncio.ensure_future(self._finish(session))
+                self._draining.add(task)
+                task.add_done_callback(self._draining.discard)
+            else:
+                await session.close(grace=10 if self._stopping.is_set() else 1)
+                logger.info("tunnel down: %s %s", session.close_code, session.close_reason)
+        return drained
+
+    async def _finish(self, session: Session) -> None:
+        """Let a drained session finish its streams in flight, then close it."""
+        closed = asyncio.ensure_future(session.wait_closed())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({closed, stop}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            stop.cancel()
+        await session.close(ErrorCode.NO_ERROR, "drained", grace=5)
+        logger.info("drained tunnel closed: %s %s", session.close_code, session.close_reason)
