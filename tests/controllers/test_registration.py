@@ -80,11 +80,14 @@ async def test_a_crr_is_approved_with_everything_in_place(
     assert raw["status"]["caCertificate"] != sim.ca_pem.decode()
 
     namespace = await kube.request("GET", f"/api/v1/namespaces/{ns}")
-    assert namespace["metadata"]["labels"].items() >= {
-        labels.OBJECT_CREATED_BY_LABEL: labels.CLUSTERNET_AGENT,
-        labels.CLUSTER_ID_LABEL: ID1,
-        labels.CLUSTER_NAME_LABEL: "edge-1",
-    }.items()
+    assert (
+        namespace["metadata"]["labels"].items()
+        >= {
+            labels.OBJECT_CREATED_BY_LABEL: labels.CLUSTERNET_AGENT,
+            labels.CLUSTER_ID_LABEL: ID1,
+            labels.CLUSTER_NAME_LABEL: "edge-1",
+        }.items()
+    )
     mc = await kube.request(
         "GET", f"/apis/clusters.clusternet.io/v1beta1/namespaces/{ns}/managedclusters/edge-1"
     )
