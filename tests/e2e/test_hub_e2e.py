@@ -113,9 +113,10 @@ def _kubectl_argv(fleet: Fleet, token: str, *args: str, kubectl: str = KUBECTLS[
     return [kubectl, "--kubeconfig", str(fleet.kubeconfig(token)), *args]
 
 
-async def test_logs_follow_streams_lines_as_they_come(fleet: Fleet) -> None:
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+async def test_logs_follow_streams_lines_as_they_come(fleet: Fleet, kubectl: str) -> None:
     follow = await asyncio.create_subprocess_exec(
-        *_kubectl_argv(fleet, "alice-token", "logs", "-f", "demo", "--tail", "1"),
+        *_kubectl_argv(fleet, "alice-token", "logs", "-f", "demo", "--tail", "1", kubectl=kubectl),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert follow.stdout is not None
@@ -168,13 +169,20 @@ async def test_exec_with_a_tty(fleet: Fleet) -> None:
     assert b"/dev/pts/" in out
 
 
-async def test_cp_both_ways(fleet: Fleet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+async def test_cp_both_ways(
+    fleet: Fleet, tmp_path: Path, kubectl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(20 * 1024 * 1024))
-    os.chdir(tmp_path)
-    up = await fleet.kubectl("alice-token", "cp", "big.bin", "demo:big.bin", timeout=120)
+    monkeypatch.chdir(tmp_path)
+    up = await fleet.kubectl(
+        "alice-token", "cp", "big.bin", "demo:big.bin", timeout=120, kubectl=kubectl
+    )
     assert up.returncode == 0, text(up)
-    down = await fleet.kubectl("alice-token", "cp", "demo:big.bin", "back.bin", timeout=120)
+    down = await fleet.kubectl(
+        "alice-token", "cp", "demo:big.bin", "back.bin", timeout=120, kubectl=kubectl
+    )
     assert down.returncode == 0, text(down)
     assert (
         hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest()
@@ -182,10 +190,11 @@ async def test_cp_both_ways(fleet: Fleet, tmp_path: Path) -> None:
     )
 
 
-async def test_port_forward_reaches_the_pods_port(fleet: Fleet) -> None:
+@pytest.mark.parametrize("kubectl", KUBECTLS)
+async def test_port_forward_reaches_the_pods_port(fleet: Fleet, kubectl: str) -> None:
     local = free_port()
     forward = await asyncio.create_subprocess_exec(
-        *_kubectl_argv(fleet, "alice-token", "port-forward", "pod/demo", f"{local}:8080"),
+        *_kubectl_argv(fleet, "alice-token", "port-forward", "pod/demo", f"{local}:8080", kubectl=kubectl),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
