@@ -27,7 +27,7 @@ Obj = dict[str, Any]
 async def apply_crds(kube: KubeClient) -> None:
     for path in sorted(CRD_DIR.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 await kube.request(
                     "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=doc
                 )
