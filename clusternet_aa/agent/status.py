@@ -170,7 +170,9 @@ def merge_ready(
     return out
 
 
-_STATUS_KEYS = frozenset(f.metadata["json"] for f in dataclasses.fields(ManagedClusterStatus))
+_STATUS_KEYS = frozenset(
+    f.metadata["json"] for f in dataclasses.fields(ManagedClusterStatus) if "json" in f.metadata
+)
 
 
 def status_body(current: Mapping[str, Any], status: ManagedClusterStatus) -> dict[str, Any]:
