@@ -390,29 +390,44 @@ class LeaderElector:
                         logger.exception("on_new_leader callback failed")
 
     async def release(self) -> bool:
-        """Give the Lease up if this candidate holds it (empty holder, duration 1 s)."""
-        if self._observed.holder_identity != self.config.identity or self.lease is None:
+        """Give the Lease up if this candidate holds it (empty holder, duration 1 s).
+
+        Reads the Lease again first: a renewal cancelled in flight may have moved its
+        resourceVersion past the one last seen. A Lease held by someone else is left alone.
+        """
+        if self._observed.holder_identity != self.config.identity:
             return False
-        stamp = format_micro_time(_now())
-        record = LeaseRecord(
-            holder_identity="",
-            lease_duration_seconds=1,
-            acquire_time=stamp,
-            renew_time=stamp,
-            lease_transitions=self._observed.lease_transitions,
-        )
-        body = dict(self.lease)
-        body["spec"] = {**(self.lease.get("spec") or {}), **record.to_spec()}
-        try:
-            updated = await self.kube.request(
-                "PUT", self.config.path, body=body, request_timeout=self.config.request_timeout
-            )
-        except errors.KubeError as exc:
-            logger.warning("failed to release lease %s: %s", self.config.name, exc)
-            return False
-        self._observe(updated, asyncio.get_running_loop().time())
-        logger.info("released lease %s/%s", self.config.namespace, self.config.name)
-        return True
+        timeout = self.config.request_timeout
+        for _attempt in range(3):
+            try:
+                lease = await self.kube.request("GET", self.config.path, request_timeout=timeout)
+                current = LeaseRecord.from_lease(lease)
+                if current.holder_identity != self.config.identity:
+                    self._observe(lease, asyncio.get_running_loop().time())
+                    return False
+                stamp = format_micro_time(_now())
+                record = LeaseRecord(
+                    holder_identity="",
+                    lease_duration_seconds=1,
+                    acquire_time=stamp,
+                    renew_time=stamp,
+                    lease_transitions=current.lease_transitions,
+                )
+                body = dict(lease)
+                body["spec"] = {**(lease.get("spec") or {}), **record.to_spec()}
+                updated = await self.kube.request(
+                    "PUT", self.config.path, body=body, request_timeout=timeout
+                )
+            except errors.APIConflict:
+                continue
+            except errors.KubeError as exc:
+                logger.warning("failed to release lease %s: %s", self.config.name, exc)
+                return False
+            self._observe(updated, asyncio.get_running_loop().time())
+            logger.info("released lease %s/%s", self.config.namespace, self.config.name)
+            return True
+        logger.warning("failed to release lease %s: conflicts", self.config.name)
+        return False
 
 
 async def acquire_lease(kube: KubeClient, config: LeaderElectionConfig) -> Obj:
