@@ -51,8 +51,6 @@ async def test_label_selector_forms(kubectl: Kubectl) -> None:
         f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {labels}}}\n"
         for name, labels in labelled.items()
     ]
-    # Separate documents: a kind: List would make kubectl validate against the protobuf
-    # OpenAPI v2 document, which kubesim does not serve (docs/kubesim.md).
     await kubectl.run("apply", "-f", "-", stdin="---\n".join(documents))
 
     async def selected(selector: str) -> list[str]:

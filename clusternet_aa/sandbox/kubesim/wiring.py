@@ -8,6 +8,7 @@ controllers, non-resource paths), so the server itself stays a pipeline.
 from __future__ import annotations
 
 import copy
+import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from clusternet_aa.sandbox.kubesim import (
     bodies,
     builtin_validation,
     openapi,
+    openapi_proto,
     patching,
     protobuf,
     reviews,
@@ -239,7 +241,8 @@ def wire_patching(server: KubesimServer) -> None:
 
 
 def wire_openapi(server: KubesimServer) -> None:
-    """``/openapi/v2`` and ``/openapi/v3`` (index and per group-version), always JSON."""
+    """``/openapi/v2`` (JSON, or protobuf when asked) and ``/openapi/v3`` (index and per
+    group-version, JSON)."""
     cache = openapi.OpenAPICache()
 
     def respond(document: openapi.CachedDocument) -> web.Response:
@@ -247,8 +250,19 @@ def wire_openapi(server: KubesimServer) -> None:
         response.headers["ETag"] = f'"{document.hash}"'
         return response
 
+    protobuf: dict[str, bytes] = {}
+
     async def v2(request: web.Request, user: UserInfo) -> web.StreamResponse:
-        return respond(cache.v2(server.registry.version, server.registry.all()))
+        document = cache.v2(server.registry.version, server.registry.all())
+        if not openapi_proto.wants_protobuf(request.headers.get("Accept", "")):
+            return respond(document)
+        if document.hash not in protobuf:
+            protobuf.clear()
+            protobuf[document.hash] = openapi_proto.encode_document(json.loads(document.body))
+        response = web.Response(body=protobuf[document.hash])
+        response.headers["Content-Type"] = openapi_proto.OPENAPI_V2_PROTOBUF
+        response.headers["ETag"] = f'"{document.hash}-protobuf"'
+        return response
 
     async def v3_index(request: web.Request, user: UserInfo) -> web.StreamResponse:
         return respond(cache.v3_index(server.registry.version, server.registry.all()))
