@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="namespace of the Lease (and of the parent-cluster Secret)")  # fmt: skip
     add("--leader-elect-resource-name", default="clusternet-agent")
     add("--leader-elect-resource-lock", default="leases", help="only leases is supported")
+    add("--leader-elect-identity", default="", help="candidate identity (default hostname_uuid)")
     add("--leader-elect-lease-duration", type=_duration, default=15.0)
     add("--leader-elect-renew-deadline", type=_duration, default=10.0)
     add("--leader-elect-retry-period", type=_duration, default=2.0)
@@ -133,10 +134,10 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     return settings
 
 
-async def run(settings: AgentSettings) -> None:
+async def run(settings: AgentSettings, *, identity: str = "") -> None:
     """Run the agent until SIGTERM or SIGINT; the Lease is released on the way out."""
     loop = asyncio.get_running_loop()
-    main = asyncio.ensure_future(Agent(settings).run())
+    main = asyncio.ensure_future(Agent(settings, identity=identity or None).run())
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
     try:
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2, as kube's flag errors
     configure_logging(args.verbosity, args.log_format)
     try:
-        uvloop.run(run(settings))
+        uvloop.run(run(settings, identity=args.leader_elect_identity))
     except ClusternetError as exc:
         log.error("clusternet-agent: %s", exc)
         return 1
