@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 SOCKETS_PATH = "/apis/proxies.clusternet.io/v1alpha1/sockets/"
 #: How often a live session is checked for a GOAWAY from the hub, in seconds.
 DRAIN_CHECK_INTERVAL = 0.2
+#: A session that ends cleanly (GOAWAY with NO_ERROR) after living this long is redialed at
+#: once; a hub that sends GOAWAY right away again gets the backoff, not a tight loop.
+MIN_SESSION_FOR_QUICK_REDIAL = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +131,9 @@ class TunnelClient:
                 await asyncio.wait(self._draining)
 
     async def _serve_once(self, client: aiohttp.ClientSession) -> bool:
-        """Serve one session until it ends (False) or the hub sends GOAWAY (True: the old
-        session keeps draining in the background)."""
+        """Serve one session until it ends or the hub sends GOAWAY (the old session then keeps
+        draining in the background). True: the hub drained a session that had lived a while,
+        so redial at once."""
         token = self._token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         session = await websocket.connect(
@@ -143,6 +147,8 @@ class TunnelClient:
         )
         self.session = session
         drained = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await session.wait_ready()
             self.connects += 1
@@ -170,9 +176,21 @@ class TunnelClient:
                 task = asyncio.ensure_future(self._finish(session))
                 self._draining.add(task)
                 task.add_done_callback(self._draining.discard)
+                drained = loop.time() - started >= MIN_SESSION_FOR_QUICK_REDIAL
             else:
                 await session.close(grace=10 if self._stopping.is_set() else 1)
-                logger.info("tunnel down: %s %s", session.close_code, session.close_reason)
+                code = session.close_code
+                logger.info(
+                    "tunnel down: %s %s",
+                    code.name if code is not None else "?",
+                    session.close_reason,
+                )
+                # The hub drained and closed between two checks: still a GOAWAY, redial now.
+                drained = (
+                    code is ErrorCode.NO_ERROR
+                    and not self._stopping.is_set()
+                    and loop.time() - started >= MIN_SESSION_FOR_QUICK_REDIAL
+                )
         return drained
 
     async def _finish(self, session: Session) -> None:
@@ -185,4 +203,9 @@ class TunnelClient:
             closed.cancel()
             stop.cancel()
         await session.close(ErrorCode.NO_ERROR, "drained", grace=5)
-        logger.info("drained tunnel closed: %s %s", session.close_code, session.close_reason)
+        code = session.close_code
+        logger.info(
+            "drained tunnel closed: %s %s",
+            code.name if code is not None else "?",
+            session.close_reason,
+        )
