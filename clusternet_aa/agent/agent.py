@@ -167,6 +167,7 @@ class Agent:
         while True:
             credentials = await registrar.register()
             self.credentials = credentials
+            self.problems.resolved("credentials")
             try:
                 await self._serve(credentials)
             except CredentialsRejected as exc:

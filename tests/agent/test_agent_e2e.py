@@ -3,7 +3,8 @@ and the hub on a kubesim parent (aggregation), kubectl through the parent's aggr
 
 Register, approve (the real controller-manager), report, hold the tunnel and proxy kubectl;
 then SIGKILL the leading replica: the standby takes over within the lease duration, the tunnel
-comes back and kubectl works again; SIGTERM ends the survivor with exit code 0.
+comes back and kubectl works again; its dedicated ServiceAccount is deleted: it falls back to
+the bootstrap token and recovers; SIGTERM ends the survivor with exit code 0.
 """
 
 from __future__ import annotations
@@ -208,6 +209,31 @@ async def test_agents_register_report_tunnel_and_fail_over(tmp_path: Path) -> No
                 "GET", "/apis/clusters.clusternet.io/v1beta1/clusterregistrationrequests"
             )
             assert len(answer["items"]) == 1
+
+            # its dedicated ServiceAccount is deleted: 401, fallback to the bootstrap token, the
+            # controller-manager issues a new token, reports and the tunnel resume
+            secret_path = (
+                f"/api/v1/namespaces/clusternet-system/secrets/{labels.PARENT_CLUSTER_SECRET}"
+            )
+            saved = await child_admin.request("GET", secret_path)
+            namespace = base64.b64decode(saved["data"]["namespace"]).decode()
+            accounts = await parent_admin.request(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                query={"labelSelector": f"{labels.CLUSTER_ID_LABEL}={cluster_id}"},
+            )
+            for account in accounts["items"]:
+                name = account["metadata"]["name"]
+                await parent_admin.request(
+                    "DELETE", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
+                )
+
+            async def new_token() -> bool:
+                now = await child_admin.request("GET", secret_path)
+                return bool(now["data"]["token"] != saved["data"]["token"])
+
+            await eventually(new_token, within=20, every=0.2)
+            await eventually(kubectl_works, within=20, every=0.3)
 
             replicas[survivor].send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(replicas[survivor].wait(), 10) == 0
