@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clusternet_aa.errors import ClusternetError
@@ -225,6 +227,12 @@ def write_file(path: Path, data: bytes, *, private: bool) -> None:
     os.replace(tmp, path)
 
 
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKey] | None:
     if not (cert_path.exists() and key_path.exists()):
         return None
@@ -232,10 +240,10 @@ def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Priva
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except ValueError as exc:
-        raise CertsError(f"{cert_path} or {key_path} is not a PEM certificate and key: {exc}") from exc
+        raise CertsError(f"{cert_path} or {key_path} is not PEM: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CertsError(f"{key_path}: unsupported key type {type(key).__name__}")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    if _spki(cert.public_key()) != _spki(key.public_key()):
         raise CertsError(f"{key_path} is not the key of {cert_path}")
     return cert, key
 
@@ -267,7 +275,7 @@ def _leaf_still_good(
 ) -> bool:
     try:
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     if cert.not_valid_after_utc - RENEW_BEFORE <= _now():
         return False
@@ -335,9 +343,7 @@ def generate(options: CertOptions) -> CertResult:
         sans=sans,
     )
     if options.front_proxy:
-        fp_ca = _ca(
-            options, result, FRONT_PROXY_CA_CERT, FRONT_PROXY_CA_KEY, "front-proxy-ca"
-        )
+        fp_ca = _ca(options, result, FRONT_PROXY_CA_CERT, FRONT_PROXY_CA_KEY, "front-proxy-ca")
         _leaf(
             options,
             result,
@@ -348,4 +354,3 @@ def generate(options: CertOptions) -> CertResult:
             usage="client",
         )
     return result
-

@@ -4,7 +4,8 @@ Writes PEM files into ``--out-dir`` (keys mode 0600), prints the APIService ``ca
 of the CA's PEM) on stdout, and optionally:
 
 * ``--apiservice FILE``: writes a copy of that manifest with ``spec.caBundle`` filled in (and
-  ``insecureSkipTLSVerify`` removed) to ``--apiservice-out`` (default ``<out-dir>/apiservice.yaml``);
+  ``insecureSkipTLSVerify`` removed) to ``--apiservice-out`` (default
+  ``<out-dir>/apiservice.yaml``);
 * ``--kustomize-base DIR``: writes ``<out-dir>/kustomization.yaml``, an overlay of the hub base
   that adds the serving-certificate Secret and fills the APIService ``caBundle`` from it.
 
@@ -80,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ca-days", type=int, default=3650, help="validity of a new CA")
     add("--key-type", choices=("ecdsa", "rsa"), default="ecdsa", help="P-256 or RSA-2048")
     add("--front-proxy", action="store_true",
-        help="also make a request-header CA and a front-proxy-client certificate (tests)")  # fmt: skip
+        help="also make a request-header CA and a front-proxy-client cert (tests)")  # fmt: skip
     add("--force", action="store_true", help="replace existing CAs and certificates")
     add("--apiservice", type=Path, help="an APIService manifest to copy with caBundle filled in")
-    add("--apiservice-out", type=Path, help="where the copy goes (default <out-dir>/apiservice.yaml)")
+    add("--apiservice-out", type=Path, help="where the copy goes (<out-dir>/apiservice.yaml)")
     add("--kustomize-base", type=Path,
-        help="the hub kustomization (manifests/hub) to write an overlay of in <out-dir>")  # fmt: skip
+        help="the hub kustomization (manifests/hub) to overlay in <out-dir>")  # fmt: skip
     add("--log-format", choices=("text", "json"), default="text")
     add("-q", "--quiet", action="store_true", help="log warnings only")
     return p

@@ -46,7 +46,9 @@ class Kubectl:
         code = process.returncode
         assert code is not None
         if check and code != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({code}):\n{out.decode()}{err.decode()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({code}):\n{out.decode()}{err.decode()}"
+            )
         return code, out.decode(), err.decode()
 
     async def json(self, *args: str) -> Any:

@@ -216,7 +216,8 @@ def _check_container(deployment: Obj, container: Obj) -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
 
 
 def test_every_component_has_a_deployment() -> None:
@@ -250,20 +251,23 @@ def test_hub_serves_where_its_service_probes_and_apiservice_point() -> None:
 
     apiservice = find(hub, "APIService", f"{VERSION}.{GROUP}")
     spec = apiservice["spec"]
-    assert (spec["group"], spec["version"]) == (GROUP, VERSION) == ("proxies.clusternet.io", "v1alpha1")
+    assert (spec["group"], spec["version"]) == (GROUP, VERSION)
+    assert (GROUP, VERSION) == ("proxies.clusternet.io", "v1alpha1")
     assert (spec["groupPriorityMinimum"], spec["versionPriority"]) == (1000, 100)
     assert spec["service"] == {
         "name": service["metadata"]["name"],
         "namespace": service["metadata"]["namespace"],
         "port": service_port["port"],
     }
-    assert "caBundle" in spec and not spec.get("insecureSkipTLSVerify")
+    assert "caBundle" in spec
+    assert not spec.get("insecureSkipTLSVerify")
 
 
 def test_insecure_overlay_skips_verification_and_needs_no_secret() -> None:
     objs = kustomize(MANIFESTS / "overlays" / "insecure-skip-tls-verify")
     spec = find(objs, "APIService", f"{VERSION}.{GROUP}")["spec"]
-    assert spec["insecureSkipTLSVerify"] is True and "caBundle" not in spec
+    assert spec["insecureSkipTLSVerify"] is True
+    assert "caBundle" not in spec
     pod = find(objs, "Deployment", "clusternet-hub")["spec"]["template"]["spec"]
     assert all("secret" not in v for v in pod["volumes"])
     assert not any(a.startswith("--tls-") for a in pod["containers"][0]["args"])
@@ -292,7 +296,9 @@ def test_hub_rbac_is_what_the_docs_say() -> None:
     # And the built-in roles real aggregated API servers are bound to.
     delegator = find(hub, "ClusterRoleBinding", "clusternet:hub:auth-delegator")
     assert delegator["roleRef"]["name"] == "system:auth-delegator"
-    kube_reader = find(hub, "RoleBinding", "clusternet:hub:extension-apiserver-authentication-reader")
+    kube_reader = find(
+        hub, "RoleBinding", "clusternet:hub:extension-apiserver-authentication-reader"
+    )
     assert kube_reader["metadata"]["namespace"] == "kube-system"
     assert kube_reader["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -302,7 +308,11 @@ def test_hub_rbac_is_what_the_docs_say() -> None:
     for _, obj in [(None, o) for o in hub if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]:
         if obj["metadata"]["name"].startswith("clusternet:hub"):
             assert obj["subjects"] == [
-                {"kind": "ServiceAccount", "name": "clusternet-hub", "namespace": "clusternet-system"}
+                {
+                    "kind": "ServiceAccount",
+                    "name": "clusternet-hub",
+                    "namespace": "clusternet-system",
+                }
             ]
 
 
@@ -325,8 +335,11 @@ def test_user_and_bootstrap_rbac() -> None:
         grants("", ["users"], ["impersonate"], ("clusternet",))
         | grants(
             "authentication.k8s.io",
-            ["userextras/clusternet-token", "userextras/clusternet-certificate",
-             "userextras/clusternet-privatekey"],  # fmt: skip
+            [
+                "userextras/clusternet-token",
+                "userextras/clusternet-certificate",
+                "userextras/clusternet-privatekey",
+            ],
             ["impersonate"],
         )
     )
@@ -402,14 +415,17 @@ def _fill(template: Path, values: dict[str, str]) -> str:
 
 async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
-    assert certs_main(["-q", "--out-dir", str(certs), "--kustomize-base", str(MANIFESTS / "hub")]) == 0
+    assert (
+        certs_main(["-q", "--out-dir", str(certs), "--kustomize-base", str(MANIFESTS / "hub")]) == 0
+    )
     await parent.run("apply", "-k", str(MANIFESTS / "crds"))
     await parent.run("apply", "-k", str(certs))
     await parent.run("apply", "-k", str(MANIFESTS / "controller-manager"))
     await parent.run("apply", "-k", str(MANIFESTS / "options" / "credential-extras"))
     # Applying again changes nothing (and does not clobber the Secret from clusternet-certs).
     _, out, _ = await parent.run("apply", "-k", str(certs))
-    assert "configured" not in out and "created" not in out
+    assert "configured" not in out
+    assert "created" not in out
 
     apiservice = await parent.json("get", "apiservice", f"{VERSION}.{GROUP}")
     assert base64.b64decode(apiservice["spec"]["caBundle"]) == (certs / "ca.crt").read_bytes()
@@ -424,7 +440,8 @@ async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: 
 
     await parent.run("create", "clusterrolebinding", "alice-sockets",
                      "--clusterrole=clusternet:socket-proxy", "--user=alice")  # fmt: skip
-    rbac, leases, crrs = "rbac.authorization.k8s.io", "coordination.k8s.io", "clusters.clusternet.io"
+    rbac, leases = "rbac.authorization.k8s.io", "coordination.k8s.io"
+    crrs = "clusters.clusternet.io"
     await expect_access(
         parent,
         [
@@ -432,8 +449,16 @@ async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: 
             (True, review(HUB_SA, "create", "tokenreviews", group="authentication.k8s.io")),
             (True, review(HUB_SA, "create", "subjectaccessreviews", group="authorization.k8s.io")),
             (True, review(HUB_SA, "watch", "managedclusters", group=crrs)),
-            (True, review(HUB_SA, "list", "configmaps", namespace="kube-system",
-                          name="extension-apiserver-authentication")),  # fmt: skip
+            (
+                True,
+                review(
+                    HUB_SA,
+                    "list",
+                    "configmaps",
+                    namespace="kube-system",
+                    name="extension-apiserver-authentication",
+                ),
+            ),
             (False, review(HUB_SA, "get", "configmaps", namespace="kube-system", name="x")),
             (False, review(HUB_SA, "get", "secrets", namespace="clusternet-system")),
             # Users bound to clusternet:socket-proxy use children; others do not; nobody here
@@ -448,8 +473,12 @@ async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: 
             # The controller-manager hands out each cluster's tunnel grant and namespace RBAC.
             (True, review(CM_SA, "escalate", "clusterroles", group=rbac)),
             (True, review(CM_SA, "bind", "roles", group=rbac, namespace="clusternet-x")),
-            (True, review(CM_SA, "update", "clusterregistrationrequests", group=crrs,
-                          subresource="status")),  # fmt: skip
+            (
+                True,
+                review(
+                    CM_SA, "update", "clusterregistrationrequests", group=crrs, subresource="status"
+                ),
+            ),
             (True, review(CM_SA, "create", "managedclusters", group=crrs, namespace="c-x")),
             (True, review(CM_SA, "update", "leases", group=leases, namespace="clusternet-system")),
             (False, review(CM_SA, "update", "leases", group=leases, namespace="default")),
@@ -473,17 +502,22 @@ async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: 
     await parent.run(token, "create", "-f", "-", stdin=json.dumps(crr))
     await parent.run(token, "get", "clsrr", crr["metadata"]["name"])
     code, _, err = await parent.run(token, "get", "clsrr", check=False)
-    assert code != 0 and "forbidden" in err.lower()
+    assert code != 0
+    assert "forbidden" in err.lower()
     code, _, err = await parent.run(token, "get", "secrets", "-A", check=False)
-    assert code != 0 and "forbidden" in err.lower()
+    assert code != 0
+    assert "forbidden" in err.lower()
 
 
 async def test_agent_manifests_apply_in_the_child(child: Kubectl) -> None:
     await child.run("apply", "-k", str(MANIFESTS / "agent"))
     registration = _fill(
         MANIFESTS / "templates" / "agent-registration-secret.yaml",
-        {"<parent-apiserver>": "parent.example.com", "<token-id>": TOKEN_ID,
-         "<token-secret>": TOKEN_SECRET},  # fmt: skip
+        {
+            "<parent-apiserver>": "parent.example.com",
+            "<token-id>": TOKEN_ID,
+            "<token-secret>": TOKEN_SECRET,
+        },
     )
     await child.run("apply", "-f", "-", stdin=registration)
     _, out, _ = await child.run("apply", "-k", str(MANIFESTS / "agent"))
@@ -495,8 +529,17 @@ async def test_agent_manifests_apply_in_the_child(child: Kubectl) -> None:
         child,
         [
             (True, review(AGENT_SA, "create", "leases", group=leases, namespace=ns)),
-            (True, review(AGENT_SA, "update", "leases", group=leases, namespace=ns,
-                          name="clusternet-agent")),  # fmt: skip
+            (
+                True,
+                review(
+                    AGENT_SA,
+                    "update",
+                    "leases",
+                    group=leases,
+                    namespace=ns,
+                    name="clusternet-agent",
+                ),
+            ),
             (False, review(AGENT_SA, "create", "leases", group=leases, namespace="default")),
             (True, review(AGENT_SA, "get", "secrets", namespace=ns, name="parent-cluster")),
             (True, review(AGENT_SA, "create", "secrets", namespace=ns)),
@@ -523,10 +566,12 @@ async def test_agent_manifests_apply_in_the_child(child: Kubectl) -> None:
         f"--token={token.strip()}", "--as=system:serviceaccount:default:default",
         "get", "namespaces", check=False,
     )  # fmt: skip
-    assert code != 0 and "cannot impersonate" in err
+    assert code != 0
+    assert "cannot impersonate" in err
     # alice herself has no rights in the child until its RBAC gives her some.
     code, _, err = await child.run(*as_alice, "get", "pods", check=False)
-    assert code != 0 and "forbidden" in err.lower()
+    assert code != 0
+    assert "forbidden" in err.lower()
 
     # The app-deployer token Secret is filled for the agent to hand to the parent.
     deployer = await child.json("get", "secret", "clusternet-app-deployer", "-n", ns)
