@@ -152,6 +152,10 @@ async def test_strategic_patch_of_a_builtin(kubectl: Kubectl) -> None:
     left = await get_json(kubectl, "deployment", "web")
     names = [c["name"] for c in left["spec"]["template"]["spec"]["containers"]]  # type: ignore[index]
     assert names == ["nginx"]
+    described = (await kubectl.run("describe", "deployment", "web")).stdout
+    assert "StrategyType:           RollingUpdate" in described
+    assert "RollingUpdateStrategy:  25% max unavailable, 25% max surge" in described
+    assert "nginx:1" in described
 
 
 async def test_server_side_apply_twice_and_conflict(kubectl: Kubectl) -> None:
