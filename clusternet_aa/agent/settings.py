@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusternet_aa import flags
 from clusternet_aa.apis import labels
 from clusternet_aa.apis.clusters import ClusterType, SyncMode
-from clusternet_aa.errors import ClusternetError
+from clusternet_aa.flags import SettingsError as SettingsError
 
 #: Agent feature gates with their defaults. Upstream every gate defaults to false; this agent
 #: exists to hold the tunnel, so ``SocketConnection`` defaults to true (as the agent manifest).
@@ -33,47 +34,11 @@ _JWT = re.compile(r"\A[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
 #: A DNS label (what a cluster name must look like); Clusternet's agent allows 60 characters.
 _CLUSTER_NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _LABEL_VALUE = re.compile(r"\A(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class SettingsError(ClusternetError):
-    """The configuration is inconsistent; the message names the flag to fix."""
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration (``3m``, ``20s``, ``1m30s``, ``500ms``) or plain seconds, in seconds."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if position != len(text) or not text:
-        raise SettingsError(f"invalid duration {text!r}")
-    return total
 
 
 def parse_feature_gates(text: str) -> dict[str, bool]:
-    """``A=true,B=false`` over the defaults; unknown gates and non-booleans are errors (as kube)."""
-    gates = dict(KNOWN_FEATURE_GATES)
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise SettingsError(f"missing bool value for {name}")
-        if name not in KNOWN_FEATURE_GATES:
-            raise SettingsError(f"unrecognized feature gate: {name}")
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false"):
-            raise SettingsError(f"invalid value of {name}={value.strip()}, err: invalid syntax")
-        gates[name] = lowered == "true"
-    return gates
+    """The agent's ``--feature-gates`` (see :func:`clusternet_aa.flags.parse_feature_gates`)."""
+    return flags.parse_feature_gates(text, KNOWN_FEATURE_GATES)
 
 
 def parse_labels(text: str) -> dict[str, str]:

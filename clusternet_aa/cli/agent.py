@@ -21,12 +21,12 @@ from clusternet_aa.agent.settings import (
     AgentSettings,
     LeaderElection,
     SettingsError,
-    parse_duration,
     parse_feature_gates,
     parse_labels,
 )
 from clusternet_aa.cli.hub import configure_logging
 from clusternet_aa.errors import ClusternetError
+from clusternet_aa.flags import parse_duration
 
 log = logging.getLogger("clusternet_aa.cli.agent")
 

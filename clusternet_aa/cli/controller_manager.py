@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import sys
 from collections.abc import Mapping
@@ -27,13 +26,14 @@ from pathlib import Path
 
 import uvloop
 
+from clusternet_aa import flags
 from clusternet_aa.apis import labels
 from clusternet_aa.cli.hub import configure_logging
 from clusternet_aa.controllers.base import Controller
 from clusternet_aa.controllers.lifecycle import ClusterLifecycle, LifecycleSettings
 from clusternet_aa.controllers.registration import ApproverSettings, RegistrationApprover
 from clusternet_aa.errors import ClusternetError
-from clusternet_aa.hub.settings import SettingsError, parse_feature_gates
+from clusternet_aa.flags import SettingsError, parse_feature_gates
 from clusternet_aa.kube.client import KubeClient
 from clusternet_aa.kube.leader_election import (
     LeaderElectionConfig,
@@ -61,26 +61,13 @@ FEATURE_GATES: Mapping[str, bool] = {
     "FailOver": False,
 }
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def parse_duration(text: str) -> float:
-    """Go's ``time.ParseDuration`` (``1m30s``, ``500ms``), or plain seconds; in seconds."""
-    text = text.strip()
+    """A Go duration flag value, or an argparse error naming it."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
-    return total
+        return flags.parse_duration(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def parse_bool(text: str) -> bool:

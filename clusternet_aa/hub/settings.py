@@ -10,34 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clusternet_aa.errors import ClusternetError
+from clusternet_aa import flags
+from clusternet_aa.flags import SettingsError as SettingsError
 
 #: Feature gates the hub knows, with their defaults (Clusternet's hub manifest turns on
 #: SocketConnection; the gate itself defaults to false upstream, here to true).
 KNOWN_FEATURE_GATES: Mapping[str, bool] = {"SocketConnection": True}
 
 
-class SettingsError(ClusternetError):
-    """The configuration is inconsistent; the message says which flag to fix."""
-
-
 def parse_feature_gates(
     text: str, known: Mapping[str, bool] = KNOWN_FEATURE_GATES
 ) -> dict[str, bool]:
-    """``A=true,B=false`` over the defaults; unknown gates and non-booleans are errors (as kube)."""
-    gates = dict(known)
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise SettingsError(f"missing bool value for {name}")
-        if name not in known:
-            raise SettingsError(f"unrecognized feature gate: {name}")
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false"):
-            raise SettingsError(f"invalid value of {name}={value.strip()}, err: invalid syntax")
-        gates[name] = lowered == "true"
-    return gates
+    """The hub's ``--feature-gates`` (see :func:`clusternet_aa.flags.parse_feature_gates`)."""
+    return flags.parse_feature_gates(text, known)
 
 
 @dataclass(frozen=True, kw_only=True)

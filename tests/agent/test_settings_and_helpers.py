@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clusternet_aa.agent import quantity
-from clusternet_aa.agent.settings import SettingsError, parse_duration
+from clusternet_aa.agent.settings import SettingsError
 from clusternet_aa.agent.status import (
     aggregated_labels,
     flag_value,
@@ -21,6 +21,7 @@ from clusternet_aa.agent.status import (
 )
 from clusternet_aa.apis.meta import Condition
 from clusternet_aa.cli import agent as cli
+from clusternet_aa.flags import parse_duration
 from tests.e2e.fleet import BIN
 
 TOKEN = "abcdef.0123456789abcdef"

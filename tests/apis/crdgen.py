@@ -1134,6 +1134,11 @@ def render(definition: Schema) -> str:
     return HEADER + "---\n" + body
 
 
+def crd_files() -> list[Path]:
+    """The CRD files on disk (the folder also holds its kustomization.yaml)."""
+    return sorted(p for p in CRD_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
 def rendered() -> dict[str, str]:
     """File name -> content for every CRD."""
     return {file_name(d): render(d) for d in (build() for build in ALL)}

@@ -21,7 +21,7 @@ from clusternet_aa.sandbox.kubesim.types import KubesimError
 from tests.apis import crdgen, examples
 
 CRD_DIR = crdgen.CRD_DIR
-FILES = sorted(CRD_DIR.glob("*.yaml"))
+FILES = crdgen.crd_files()
 
 
 def load_crds() -> dict[str, dict[str, Any]]:

@@ -59,8 +59,8 @@ async def kubectl(tmp_path: Path) -> AsyncIterator[Kubectl]:
     home.mkdir()
     async with running_kubesim(state_dir=state):
         ctl = Kubectl(state / "admin.kubeconfig", home)
-        out = await ctl.run("apply", "-f", str(crdgen.CRD_DIR))
-        assert out.count("created") == len(list(crdgen.CRD_DIR.glob("*.yaml")))
+        out = await ctl.run("apply", "-k", str(crdgen.CRD_DIR))
+        assert out.count("created") == len(crdgen.crd_files())
         yield ctl
 
 
