@@ -544,8 +544,18 @@ def _fmt(stat: dict[str, Any], scale: float = 1.0, digits: int = 1) -> str:
     return f"{med:.{digits}f} [{lo:.{digits}f}-{hi:.{digits}f}]"
 
 
+def _fmt_ratio(ratio: dict[str, Any] | None) -> str:
+    """Ratio of the medians, with the range of the per-round ratios."""
+    if not ratio:
+        return "-"
+    if ratio["n"] == 1:
+        return f"{ratio['of_medians']:.2f}"
+    return f"{ratio['of_medians']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]"
+
+
 def table(report: dict[str, Any]) -> str:
-    """The report as Markdown tables (median [min-max] over rounds)."""
+    """The report as Markdown tables (median [min-max] over rounds; a ratio column is the
+    ratio of the medians [min-max of the per-round ratios])."""
     inputs = report["inputs"]
     machine = report["machine"]
     lines = [
@@ -563,7 +573,7 @@ def table(report: dict[str, Any]) -> str:
     for direction, by_path in report.get("bulk_mbps", {}).items():
         ratios = report["bulk_ratios"][direction]
         cells = [_fmt(by_path.get(p, {})) for p in PATHS]
-        rcells = [_fmt(ratios.get(f"tunnel/{b}", {}), digits=2) for b in ("ssh", "tls", "tcp")]
+        rcells = [_fmt_ratio(ratios.get(f"tunnel/{b}")) for b in ("ssh", "tls", "tcp")]
         lines.append(f"| bulk {direction} {mib:g} MiB, MB/s | " + " | ".join(cells + rcells) + " |")
     if "concurrent" in report:
         conc = report["concurrent"]
