@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=("table", "wide", "json", "name"), default="table")
     get.add_argument("--no-probe", action="store_true", help="do not probe tunnels (TUNNEL -)")
     config = sub.add_parser("kubeconfig", help="a kubeconfig context reaching a child")
-    config.add_argument("cluster", help="name, namespace/name or cluster id")
+    config.add_argument("target", metavar="CLUSTER", help="name, namespace/name or cluster id")
     config.add_argument("--merge", action="store_true", help="add it to the current kubeconfig")
     config.add_argument("--switch", action="store_true", help="with --merge: use it now")
     config.add_argument("--context-name", help="context name (default: the cluster's name)")
@@ -94,7 +94,7 @@ async def child_config(kubectl: Kubectl, ref: str, context_name: str | None) -> 
 
 
 async def kubeconfig_command(kubectl: Kubectl, args: argparse.Namespace) -> str:
-    document, name = await child_config(kubectl, args.cluster, args.context_name)
+    document, name = await child_config(kubectl, args.target, args.context_name)
     if not args.merge:
         if args.switch:
             raise PluginError("--switch needs --merge")

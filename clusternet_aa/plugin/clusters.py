@@ -8,6 +8,7 @@ credentials, so it says whether *this user* can reach the child right now:
 * ``Down``: the hub knows the cluster but its agent has no live tunnel (the hub's 503);
 * ``Forbidden``: the parent's RBAC denies this user ``sockets/proxy`` for the cluster;
 * ``NoHub``: the parent does not serve ``proxies.clusternet.io`` (no APIService);
+* ``Unknown``: the hub does not know the cluster id (404 from the hub);
 * ``HubUnavailable``: the APIService exists but the aggregator cannot reach the hub;
 * ``Error``: anything else (``-v 1`` logs the message).
 """
@@ -89,9 +90,13 @@ def classify(exc: KubectlError) -> str:
         return "Forbidden"
     if "is not connected" in message:
         return "Down"
-    if exc.reason == "NotFound" and "page not found" in message:
-        return "NoHub"
-    if exc.reason == "ServiceUnavailable" or "unable to handle the request" in message:
+    if exc.reason == "NotFound" and (
+        "page not found" in message or "could not find the requested resource" in message
+    ):
+        return "NoHub"  # the parent serves no proxies.clusternet.io
+    if exc.reason == "NotFound":
+        return "Unknown"  # the hub does not know the cluster id
+    if exc.reason == "ServiceUnavailable" or "unable to handle" in message:
         return "HubUnavailable"
     return "Error"
 
