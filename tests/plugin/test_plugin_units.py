@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
+import pytest
+
+from clusternet_aa.plugin import logs
 from clusternet_aa.plugin.clusters import Cluster, classify, render
 from clusternet_aa.plugin.kubectl import KubectlError, one_line
 from tests.manifests.kubectl_runner import BIN
@@ -31,3 +36,23 @@ def test_tunnel_states_from_kubectl_errors() -> None:
 
 def test_the_plugin_is_on_path_for_kubectl() -> None:
     assert os.access(BIN / "kubectl-clusternet", os.X_OK)
+
+
+async def test_long_waits_report_progress(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    logs.configure("json", 0)
+    logs.log.propagate = True  # let caplog see the records
+    try:
+        with caplog.at_level(logging.WARNING, logger="clusternet_aa.plugin"):
+            results = await logs.gather_with_progress(
+                "probes", [asyncio.sleep(0.25, "slow"), asyncio.sleep(0, "fast")], every=0.1
+            )
+    finally:
+        logs.log.propagate = False
+    assert results == ["slow", "fast"]
+    progress = [r for r in caplog.records if r.getMessage() == "still waiting for probes"]
+    assert progress
+    assert progress[0].fields == {"done": 1, "total": 2, "elapsed": "0s"}  # type: ignore[attr-defined]
+    line = json.loads(logs.JsonFormatter().format(progress[0]))
+    assert (line["level"], line["done"], line["total"]) == ("warning", 1, 2)
