@@ -7,7 +7,7 @@ import subprocess
 import tomllib
 
 import pytest
-from dockerfile_parse import DockerfileParser
+from dockerfile_parse import DockerfileParser  # type: ignore[import-untyped]
 
 from tests.manifests.kubectl_runner import BIN, MANIFESTS, ROOT
 

@@ -493,14 +493,15 @@ async def test_parent_manifests_apply_and_rbac_works(parent: Kubectl, tmp_path: 
     )
     await parent.run("apply", "-f", "-", stdin=secret)
     token = f"--token={TOKEN_ID}.{TOKEN_SECRET}"
+    crr_name = "clusternet-5e1f0c1e-7c55-4b2e-9d0a-0000000000c1"
     crr = {
         "apiVersion": "clusters.clusternet.io/v1beta1",
         "kind": "ClusterRegistrationRequest",
-        "metadata": {"name": "clusternet-5e1f0c1e-7c55-4b2e-9d0a-0000000000c1"},
+        "metadata": {"name": crr_name},
         "spec": {"clusterId": "5e1f0c1e-7c55-4b2e-9d0a-0000000000c1", "clusterName": "c1"},
     }
     await parent.run(token, "create", "-f", "-", stdin=json.dumps(crr))
-    await parent.run(token, "get", "clsrr", crr["metadata"]["name"])
+    await parent.run(token, "get", "clsrr", crr_name)
     code, _, err = await parent.run(token, "get", "clsrr", check=False)
     assert code != 0
     assert "forbidden" in err.lower()
