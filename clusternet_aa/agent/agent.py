@@ -43,6 +43,7 @@ from clusternet_aa.kube.client import KubeClient
 from clusternet_aa.kube.leader_election import LeaderElectionConfig, LeaderElector, default_identity
 from clusternet_aa.proxy.dialer import allow_addresses
 from clusternet_aa.proxy.executor import ChildApiserver, Executor
+from clusternet_aa.tunnel.protocol.settings import Settings as TunnelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +277,10 @@ class Agent:
             executor,
             token=lambda: token,
             ssl_context=tls,
+            settings=TunnelSettings(
+                keepalive_interval=settings.tunnel_keepalive_interval,
+                keepalive_misses=settings.tunnel_keepalive_misses,
+            ),
             backoff=self._tunnel_backoff,
             on_unauthorized=rejected.set,
         )

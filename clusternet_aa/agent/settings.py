@@ -122,6 +122,10 @@ class AgentSettings:
     #: ``--hub-ca-file``: CA bundle of the hub's serving certificate (with ``--hub-url``);
     #: the parent's CA from the approval when absent.
     hub_ca_file: Path | None = None
+    #: ``--tunnel-keepalive-interval`` in seconds: between keepalive PINGs on the tunnel.
+    tunnel_keepalive_interval: float = 15.0
+    #: ``--tunnel-keepalive-misses``: missed intervals after which the tunnel is declared dead.
+    tunnel_keepalive_misses: int = 3
 
     @property
     def socket_connection(self) -> bool:
@@ -174,6 +178,8 @@ class AgentSettings:
             ("--cluster-status-update-frequency", self.status_update_frequency),
             ("--cluster-status-collect-frequency", self.status_collect_frequency),
             ("--cluster-reg-retry-period", self.registration_retry_period),
+            ("--tunnel-keepalive-interval", self.tunnel_keepalive_interval),
+            ("--tunnel-keepalive-misses", self.tunnel_keepalive_misses),
         ):
             if value <= 0:
                 raise SettingsError(f"{flag} must be positive")

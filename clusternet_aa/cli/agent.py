@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra host:port the hub may dial through this agent (repeatable)")  # fmt: skip
     add("--hub-url", default="", help="dial the hub directly instead of via the parent")
     add("--hub-ca-file", type=Path, help="CA of the hub's certificate (with --hub-url)")
+    # Hidden (documented in docs/operations.md): tests shorten the keepalive.
+    add("--tunnel-keepalive-interval", type=_duration, default=15.0, help=argparse.SUPPRESS)
+    add("--tunnel-keepalive-misses", type=int, default=3, help=argparse.SUPPRESS)
     add("-v", "--v", dest="verbosity", type=int, default=0, help="log level (klog style)")
     add("--log-format", choices=("text", "json"), default="text")
     return p
@@ -129,6 +132,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         dial_allow=tuple(args.dial_allow),
         hub_url=args.hub_url,
         hub_ca_file=args.hub_ca_file,
+        tunnel_keepalive_interval=args.tunnel_keepalive_interval,
+        tunnel_keepalive_misses=args.tunnel_keepalive_misses,
     )
     settings.validate()
     return settings

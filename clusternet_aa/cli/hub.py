@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--feature-gates", default="", help="A=true,B=false (known: SocketConnection=true)")
     add("--tunnel-wait-seconds", type=float, default=0.0,
         help="how long a proxied request waits for a reconnecting agent")  # fmt: skip
+    # Hidden (documented in docs/operations.md): tests shorten the keepalive.
+    add("--tunnel-keepalive-interval", type=float, default=15.0, help=argparse.SUPPRESS)
+    add("--tunnel-keepalive-misses", type=int, default=3, help=argparse.SUPPRESS)
     add("--shutdown-delay-duration", type=float, default=0.0,
         help="seconds between not-ready and closing the listener on SIGTERM")  # fmt: skip
     add("-v", "--v", dest="verbosity", type=int, default=0, help="log level (klog style)")
@@ -102,6 +105,8 @@ def settings_from_args(args: argparse.Namespace) -> HubSettings:
         auth=auth,
         feature_gates=parse_feature_gates(args.feature_gates),
         tunnel_wait_seconds=args.tunnel_wait_seconds,
+        tunnel_keepalive_interval=args.tunnel_keepalive_interval,
+        tunnel_keepalive_misses=args.tunnel_keepalive_misses,
         shutdown_delay_seconds=args.shutdown_delay_duration,
     )
     settings.validate()

@@ -37,6 +37,7 @@ from clusternet_aa.kube.informers import Informer, ResourceRef
 from clusternet_aa.proxy import routes as proxy_routes
 from clusternet_aa.proxy.ports import GROUP, VERSION
 from clusternet_aa.proxy.tunnels import TunnelRegistry
+from clusternet_aa.tunnel.protocol.settings import Settings as TunnelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,13 @@ def add_socket_routes(app: web.Application, hub: Hub) -> None:
         authorizer=hub.authorizer,
         directory=hub.directory,
         metrics=hub.metrics,
-        settings=proxy_routes.ProxySettings(tunnel_wait=hub.settings.tunnel_wait_seconds),
+        settings=proxy_routes.ProxySettings(
+            tunnel_wait=hub.settings.tunnel_wait_seconds,
+            tunnel=TunnelSettings(
+                keepalive_interval=hub.settings.tunnel_keepalive_interval,
+                keepalive_misses=hub.settings.tunnel_keepalive_misses,
+            ),
+        ),
     )
 
     async def drain_tunnels(_: web.Application) -> None:

@@ -84,6 +84,10 @@ class HubSettings:
     feature_gates: Mapping[str, bool] = field(default_factory=lambda: dict(KNOWN_FEATURE_GATES))
     #: ``--tunnel-wait-seconds``: how long a proxied request waits for a reconnecting agent.
     tunnel_wait_seconds: float = 0.0
+    #: ``--tunnel-keepalive-interval``: seconds between keepalive PINGs on each agent tunnel.
+    tunnel_keepalive_interval: float = 15.0
+    #: ``--tunnel-keepalive-misses``: missed intervals after which a tunnel is declared dead.
+    tunnel_keepalive_misses: int = 3
     #: Seconds between readiness going false on SIGTERM and the listener closing, so that
     #: load balancers and the aggregator notice (kube's ``--shutdown-delay-duration``).
     shutdown_delay_seconds: float = 0.0
@@ -112,6 +116,10 @@ class HubSettings:
                 raise SettingsError(f"{flag} {path}: no such file")
         if self.tunnel_wait_seconds < 0:
             raise SettingsError("--tunnel-wait-seconds must not be negative")
+        if self.tunnel_keepalive_interval <= 0:
+            raise SettingsError("--tunnel-keepalive-interval must be positive")
+        if self.tunnel_keepalive_misses < 1:
+            raise SettingsError("--tunnel-keepalive-misses must be at least 1")
         unknown = set(self.feature_gates) - set(KNOWN_FEATURE_GATES)
         if unknown:
             raise SettingsError(f"unrecognized feature gate: {', '.join(sorted(unknown))}")
