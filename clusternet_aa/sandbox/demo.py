@@ -89,7 +89,13 @@ def child_objects(cluster: str, local_port: int) -> list[Obj]:
     developer = _rbac("Role", "sandbox:pod-developer", DEMO_NAMESPACE)
     developer["rules"] = [
         {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create"]},
+        # kubectl opens exec and port-forward with a websocket GET, which kube-apiserver
+        # authorizes as `get` and, since 1.35, also as `create` (kubesim does the same).
+        {
+            "apiGroups": [""],
+            "resources": ["pods/exec", "pods/portforward"],
+            "verbs": ["get", "create"],
+        },
     ]
     alice = _rbac("RoleBinding", "sandbox:alice", DEMO_NAMESPACE)
     alice["roleRef"] = {

@@ -734,10 +734,10 @@ Try (kubectl is in .venv/bin; Ctrl-C here stops everything):
   {k} --context {first} get pods,nodes
   {k} --context {first} logs -f demo
   {k} --context {first} exec -it demo -- sh
-  {k} --context {first} port-forward pod/demo 8080:8080   # then: curl localhost:8080
-  {k} --context alice@{first} auth can-i create pods/exec          # yes
-  {k} --context alice@{first} auth can-i get secrets               # no
-  {k} --context alice@{first} get pods -n kube-system              # Forbidden
+  {k} --context {first} port-forward pod/demo 8080:8080  # then: curl localhost:8080
+  {k} --context alice@{first} auth can-i create pods --subresource=exec  # yes
+  {k} --context alice@{first} auth can-i get secrets                     # no
+  {k} --context alice@{first} get pods -n kube-system                    # Forbidden
 From another terminal: clusternet-sandbox --down --state-dir {sandbox.state}
 Logs: {sandbox.state / "logs"}/"""
 
@@ -767,9 +767,7 @@ def plan(options: SandboxOptions, progress: Progress, pids: PidFile) -> Sandbox:
 async def bring_up(sandbox: Sandbox) -> None:
     progress = sandbox.progress
     n = len(sandbox.children)
-    progress.step(
-        f"state in {sandbox.state}; starting a parent and {n} child API servers (kubesim)"
-    )
+    progress.step(f"state in {sandbox.state}; starting a parent and {n} children (kubesim)")
     certs = asyncio.ensure_future(make_hub_certs(sandbox))
     try:
         await start_kubesims(sandbox)
@@ -895,11 +893,11 @@ async def run(options: SandboxOptions, out: TextIO, *, once: bool = False) -> in
             code = 130
         else:
             bring.result()
+            progress.text(next_steps(sandbox))
             progress.step(
                 f"sandbox ready in {progress.elapsed():.1f}s: {len(sandbox.children)} clusters "
                 f"joined through the hub, {len(sandbox.started)} processes"
             )
-            progress.text(next_steps(sandbox))
             if not once:
                 await watch(sandbox, stopping)
             stopping.cancel()
