@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import signal
 import ssl
@@ -65,6 +66,20 @@ metadata: {name: fleet-agents}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: fleet-agents}
 subjects: [{kind: User, name: "system:serviceaccount:fleet:fleet-agent"}]
 """
+
+
+logger = logging.getLogger("tests.reliability")
+
+
+def report(test: str, **figures: Any) -> None:
+    """Record measured figures: logged, and appended as a JSON line to the file named by
+    ``CLUSTERNET_RELIABILITY_REPORT`` when set (the closing figures come from there)."""
+    entry = {"test": test, "scale": scale(), **figures}
+    logger.info("figures: %s", json.dumps(entry))
+    target = os.environ.get("CLUSTERNET_RELIABILITY_REPORT")
+    if target:
+        with open(target, "a") as out:
+            out.write(json.dumps(entry) + "\n")
 
 
 def scale() -> str:
