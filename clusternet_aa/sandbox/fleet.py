@@ -55,6 +55,21 @@ MARKER = ".clusternet-sandbox"
 TOKEN_DURATION = "8760h"
 
 
+#: The children's kubesim: ``clusternet-kubesim`` itself, but on asyncio's own event loop. Under
+#: uvloop (the console script's loop) an exec with a terminal (``kubectl exec -it``) fails with
+#: "websocket: RSV1 set, FIN not set on control"; on asyncio's loop it works. Back to
+#: ``[options.command("clusternet-kubesim")]`` once kubesim's TTY exec works under uvloop.
+CHILD_KUBESIM = (
+    sys.executable,
+    "-c",
+    "import asyncio, logging, sys\n"
+    "from clusternet_aa.sandbox.kubesim.__main__ import parse_args, serve\n"
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: "
+    "%(message)s')\n"
+    "asyncio.run(serve(parse_args(sys.argv[1:])))\n",
+)
+
+
 class SandboxError(Exception):
     """Bring-up failed; the message says where and which log to read."""
 
@@ -359,7 +374,7 @@ async def start_kubesims(sandbox: Sandbox) -> None:
             sandbox,
             f"kubesim-{child.name}",
             [
-                kubesim,
+                *CHILD_KUBESIM,
                 f"--port={child.port}",
                 f"--state-dir={child.directory}",
                 f"--pod-runtime-dir={child.directory / 'pods'}",

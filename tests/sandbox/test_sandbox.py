@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -256,6 +257,18 @@ async def test_sandbox_as_a_user_runs_it(sandbox: Running, tmp_path: Path) -> No
         reply = await kubectl.port_forward_get(context)
         assert reply.startswith("HTTP/1.0 200") or reply.startswith("HTTP/1.1 200"), reply
         assert f"hello from child-{i}" in reply
+    script = shutil.which("script")  # util-linux: gives kubectl a terminal for exec -it
+    if script is not None:
+        inner = (f"{KUBECTL} --kubeconfig={sandbox.kubeconfig} --context=alice@child-1 "
+                 "exec -it demo -- sh -c 'tty; echo on $HOSTNAME'")  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            script, "-qec", inner, "/dev/null", stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl.env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(b""), 30)
+        assert process.returncode == 0, (out + err).decode(errors="replace")
+        assert re.search(rb"/dev/pts/\d+\r?\n", out), out
+        assert b"on demo" in out
     followed = await kubectl.follow_logs("alice@child-1", 3.5)
     ticks = {line for line in followed if "child-1: tick" in line}
     assert len(ticks) >= 3, followed  # new lines arrive over time
