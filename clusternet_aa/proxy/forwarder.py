@@ -27,7 +27,7 @@ from clusternet_aa.proxy.executor import BODY_KEY, CONTENT_LENGTH_KEY, TARGET_KE
 from clusternet_aa.proxy.ports import GROUP, VERSION, Authorizer, ClusterDirectory, ProxyMetrics
 from clusternet_aa.proxy.tunnels import TunnelRegistry
 from clusternet_aa.tunnel.protocol import frames
-from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
+from clusternet_aa.tunnel.protocol.errors import ErrorCode, LocalProtocolError, TunnelError
 from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,12 @@ VERBS = {
 
 #: Cluster ids are Lease UIDs in practice; allow DNS-1123 subdomain characters.
 _CLUSTER_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-#: Raw path fragments that could walk out of ``proxy/direct`` or smuggle a separator.
-_SUSPICIOUS = re.compile(r"(^|/)\.{1,2}(/|$)|%2f|%5c|%2e|\\|%00", re.IGNORECASE)
+#: Raw path fragments that could walk out of ``proxy/direct`` or smuggle a separator: dot
+#: segments (also with ``;`` parameters, which some servers strip), encoded dots, slashes,
+#: backslashes and NULs, and the same encoded twice (``%252e``) for a hop that decodes again.
+_SUSPICIOUS = re.compile(
+    r"(^|/)\.{1,2}(;[^/]*)?(/|$)|%2f|%5c|%2e|%25(2e|2f|5c|00)|\\|%00", re.IGNORECASE
+)
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 
@@ -193,6 +197,17 @@ class Forwarder:
         }
         try:
             stream = await session.open_stream(head, metadata)
+        except LocalProtocolError as exc:
+            if exc.code is not ErrorCode.FRAME_SIZE_ERROR:
+                raise StatusError(
+                    503, f'cluster "{cluster_id}": tunnel unavailable: {exc}'
+                ) from None
+            # The request head does not fit in one OPEN frame; the tunnel itself is fine.
+            raise StatusError(
+                431,
+                "the request's headers are too large to forward",
+                reason="RequestHeaderFieldsTooLarge",
+            ) from None
         except TunnelError as exc:
             raise StatusError(503, f'cluster "{cluster_id}": tunnel unavailable: {exc}') from None
         kind = "upgrade" if upgrade else "http"
