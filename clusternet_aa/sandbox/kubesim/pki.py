@@ -8,20 +8,20 @@ Keys are ECDSA P-256: fast to generate, accepted by Go and by OpenSSL.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-_VALIDITY = datetime.timedelta(days=365)
+from clusternet_aa import certs
+
+_VALIDITY_DAYS = 365
 #: Names a kube-apiserver serving certificate carries, plus loopback.
 DEFAULT_SERVER_NAMES: tuple[str, ...] = (
     "localhost",
@@ -48,122 +48,50 @@ class KeyPair:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+def _load_key(pem: bytes) -> certs.PrivateKey:
     key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TypeError("kubesim CAs use EC keys")
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError("kubesim keys are ECDSA or RSA")
     return key
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-
-
 def make_ca(common_name: str) -> KeyPair:
-    """A self-signed CA certificate."""
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now())
-        .not_valid_after(_now() + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    """A self-signed CA certificate (built by :mod:`clusternet_aa.certs`, as real CAs are)."""
+    key = certs.new_key("ecdsa")
+    cert = certs.make_ca(common_name, key, _VALIDITY_DAYS)
+    return KeyPair(certs.cert_pem(cert), certs.key_pem(key))
 
 
 def _leaf(
     ca: KeyPair,
-    subject: x509.Name,
-    usage: x509.ObjectIdentifier,
-    sans: Sequence[x509.GeneralName] = (),
+    common_name: str,
+    usage: Literal["server", "client"],
+    *,
+    sans: Sequence[str] = (),
+    organizations: Sequence[str] = (),
 ) -> KeyPair:
-    key = _key()
-    ca_cert = ca.cert
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now())
-        .not_valid_after(_now() + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
+    key = certs.new_key("ecdsa")
+    cert = certs.issue_leaf(
+        ca_cert=ca.cert,
+        ca_key=_load_key(ca.key_pem),
+        key=key,
+        common_name=common_name,
+        usage=usage,
+        days=_VALIDITY_DAYS,
+        sans=sans,
+        organizations=organizations,
     )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    cert = builder.sign(_load_key(ca.key_pem), hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return KeyPair(certs.cert_pem(cert), certs.key_pem(key))
 
 
 def issue_server_cert(ca: KeyPair, names: Sequence[str] = DEFAULT_SERVER_NAMES) -> KeyPair:
     """A serving certificate for ``names`` (DNS names or IP addresses)."""
-    sans: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    return _leaf(ca, subject, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    return _leaf(ca, "kube-apiserver", "server", sans=names)
 
 
 def issue_client_cert(ca: KeyPair, user: str, groups: Sequence[str] = ()) -> KeyPair:
     """A client certificate: CN is the user name, one O per group (kube's x509 authenticator)."""
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
-    return _leaf(ca, x509.Name(attributes), ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _leaf(ca, user, "client", organizations=groups)
 
 
 @dataclass(frozen=True)
