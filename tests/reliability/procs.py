@@ -70,7 +70,12 @@ class Watcher:
         while True:
             for cid, client in self.clients.items():
                 session = client.session
-                live = client.connected.is_set() and session is not None
+                live = (
+                    client.connected.is_set()
+                    and session is not None
+                    and not session.is_closed
+                    and not session.is_draining
+                )
                 old = self.up.get(cid)
                 if old is not None and (old is not session or old.is_closed or not live):
                     code = old.close_code
