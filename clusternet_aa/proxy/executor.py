@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -120,6 +121,7 @@ class Executor:
         try:
             target = self._resolve(stream.metadata.get(TARGET_KEY))
             out_headers, ssl_context = self._credentials(target, stream.metadata, head)
+            _check_request(head.path, out_headers)
         except PermissionError as exc:
             stream.reset(ErrorCode.FORBIDDEN, str(exc))
             return
@@ -327,6 +329,21 @@ class Executor:
                 continue
             break
         stream.write_eof()
+
+
+#: Bytes that must never reach a request line or a header: they would end it early.
+_LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_request(path: str, headers: list[tuple[str, str]]) -> None:
+    """Refuse what the hub should never send: a path that does not start with ``/`` (the
+    target URL is base + path, so ``@host/`` would name another host) or contains spaces or
+    control characters, and header names or values (identities included) with line breaks."""
+    if not path.startswith("/") or " " in path or _LINE_BREAKERS.search(path):
+        raise ValueError(f"refusing request path {path[:100]!r}")
+    for name, value in headers:
+        if _LINE_BREAKERS.search(name) or _LINE_BREAKERS.search(value) or ":" in name:
+            raise ValueError(f"refusing header {name[:100]!r}: control characters")
 
 
 async def _read_body(stream: TunnelStream) -> AsyncIterator[bytes]:
