@@ -77,11 +77,12 @@ def impersonation_headers(user: UserInfo) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class ChildCredentials:
-    """Credentials for the child carried by the caller (Clusternet's extras)."""
+    """Credentials for the child carried by the caller (Clusternet's extras). Not in the
+    repr, so a log line or an error message that prints one carries no secret."""
 
-    token: str | None = None
-    certificate_pem: bytes | None = None
-    private_key_pem: bytes | None = None
+    token: str | None = field(default=None, repr=False)
+    certificate_pem: bytes | None = field(default=None, repr=False)
+    private_key_pem: bytes | None = field(default=None, repr=False)
 
 
 def carried_credentials(user: UserInfo) -> ChildCredentials | None:

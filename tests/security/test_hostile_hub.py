@@ -286,7 +286,7 @@ async def test_a_parent_serviceaccount_name_is_refused_by_a_child_that_does_not_
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/merge-patch+json",
             },
-            ssl=world.child_ssl,
+            ssl=world.child_ssl or False,
         ) as response,
     ):
         assert response.status == 200, await response.text()
