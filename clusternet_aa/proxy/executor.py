@@ -95,11 +95,10 @@ class Executor:
         self.connections_opened = 0
 
     async def __aenter__(self) -> Executor:
-        tracing = aiohttp.TraceConfig()
-        tracing.on_connection_create_end.append(self._count_connection)
+        # Connections are counted by the connector itself: a TraceConfig would cost every
+        # request a few signal dispatches for this one counter.
         self._client = aiohttp.ClientSession(
-            trace_configs=[tracing],
-            connector=aiohttp.TCPConnector(limit=0, ssl=self._child.ssl_context or True),
+            connector=_CountingConnector(self, limit=0, ssl=self._child.ssl_context or True),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
         )
@@ -109,9 +108,6 @@ class Executor:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-    async def _count_connection(self, *_: object) -> None:
-        self.connections_opened += 1
 
     async def __call__(self, stream: TunnelStream) -> None:
         if isinstance(stream.target, frames.DialTarget):
@@ -344,6 +340,19 @@ def _check_request(path: str, headers: list[tuple[str, str]]) -> None:
     for name, value in headers:
         if _LINE_BREAKERS.search(name) or _LINE_BREAKERS.search(value) or ":" in name:
             raise ValueError(f"refusing header {name[:100]!r}: control characters")
+
+
+class _CountingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that counts the connections it opens on its executor."""
+
+    def __init__(self, executor: Executor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._executor = executor
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        protocol = await super()._create_connection(*args, **kwargs)
+        self._executor.connections_opened += 1
+        return protocol
 
 
 async def _read_body(stream: TunnelStream) -> AsyncIterator[bytes]:

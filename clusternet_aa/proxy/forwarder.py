@@ -242,7 +242,10 @@ class Forwarder:
                     f'cluster "{cluster_id}": the child answered with a redirect '
                     f"({head.status}), which the hub does not pass on",
                 )
-            response = web.StreamResponse(status=head.status)
+            # When the body (or its end) is already here, the head goes out with the first
+            # chunk in one write; otherwise at once, so that a watch's client sees it.
+            ready = stream.buffered > 0 or stream.at_eof
+            response = (_HeadWithBody if ready else web.StreamResponse)(status=head.status)
             for name, value in head.headers:
                 response.headers.add(name, value)
             length = head.metadata.get(CONTENT_LENGTH_KEY)
@@ -345,6 +348,12 @@ def _stream_failure(exc: StreamResetError, cluster_id: str) -> StatusError:
     if exc.code in (ErrorCode.REFUSED_STREAM, ErrorCode.GOING_AWAY, ErrorCode.NO_ERROR):
         return StatusError(503, f"{where}: the tunnel is going away, retry: {exc.reason}")
     return StatusError(502, f"{where}: the tunnel failed: {exc.code.name} {exc.reason}")
+
+
+class _HeadWithBody(web.StreamResponse):
+    """A response whose head is written together with its first body chunk (or its end)."""
+
+    _send_headers_immediately = False
 
 
 def _abort(request: web.Request) -> None:

@@ -117,6 +117,11 @@ class TunnelStream:
         """Bytes received and not read yet (at most the stream window)."""
         return self._buffered
 
+    @property
+    def at_eof(self) -> bool:
+        """True once the peer ended its side (buffered bytes may remain to be read)."""
+        return self._eof
+
     # -------------------------------------------------------------- writing
 
     def send_headers(
