@@ -103,6 +103,22 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fds_to_port(pid: int, port: int) -> int:
+    """How many of the process's sockets are TCP connections to 127.0.0.1:``port``."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -237,9 +253,9 @@ class Hub:
         values = await self.metrics()
         return sum(v for k, v in values.items() if k.startswith("clusternet_socket_streams{"))
 
-    async def debug(self) -> dict[str, Any]:
+    async def debug(self, **query: str) -> dict[str, Any]:
         async with self.world.http.get(
-            f"{self.url}/debug/reliability", headers=self.world.auth(ADMIN_TOKEN)
+            f"{self.url}/debug/reliability", headers=self.world.auth(ADMIN_TOKEN), params=query
         ) as response:
             assert response.status == 200, await response.text()
             result: dict[str, Any] = await response.json()
@@ -250,6 +266,10 @@ class Hub:
 
     def fds(self) -> int:
         return fd_count(self.pid)
+
+    def parent_pool(self) -> int:
+        """Keep-alive connections of the hub's client pool to the parent (TokenReview, SAR)."""
+        return fds_to_port(self.pid, int(self.world.parent.url.rsplit(":", 1)[1]))
 
 
 @dataclass

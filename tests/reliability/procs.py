@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 import json
 import os
 import random
 import ssl
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -217,14 +220,23 @@ def run_hub(argv: list[str]) -> int:
     def routes(app: web.Application, hub: Hub) -> None:
         add_socket_routes(app, hub)
 
-        async def debug(_: web.Request) -> web.Response:
+        async def debug(request: web.Request) -> web.Response:
             sessions = hub.tunnels._sessions
+            if request.query.get("gc"):
+                gc.collect()
+            if request.query.get("trim"):
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
             return web.json_response(
                 {
                     "tasks": len(asyncio.all_tasks()),
                     "fds": _fds(),
                     "tunnels": len(sessions),
                     "open_streams": sum(s.open_streams for s in sessions.values()),
+                    "allocated_blocks": sys.getallocatedblocks(),
+                    "gc_objects": len(gc.get_objects()),
+                    "top_types": Counter(type(o).__name__ for o in gc.get_objects()).most_common(
+                        int(request.query.get("top", "0"))
+                    ),
                 }
             )
 
