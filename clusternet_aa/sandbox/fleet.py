@@ -799,10 +799,14 @@ async def bring_up(sandbox: Sandbox) -> None:
             "demo pod)"
         )
         parent_task = asyncio.ensure_future(prepare_parent(sandbox, certs))
-        agent_kubeconfigs = await asyncio.gather(
-            *(prepare_child(sandbox, c) for c in sandbox.children)
-        )
-        hub_kubeconfig, cm_kubeconfig = await parent_task
+        try:
+            agent_kubeconfigs = await asyncio.gather(
+                *(prepare_child(sandbox, c) for c in sandbox.children)
+            )
+            hub_kubeconfig, cm_kubeconfig = await parent_task
+        finally:
+            if not parent_task.done():
+                parent_task.cancel()
     finally:
         if not certs.done():
             certs.cancel()
