@@ -135,9 +135,10 @@ def view(obj: Obj) -> APIServiceView:
 
 
 def _decode_bundle(value: str) -> bytes:
-    """``caBundle`` is ``[]byte`` in Go, so base64 in JSON."""
+    """``caBundle`` is ``[]byte`` in Go, so base64 in JSON. Go's decoder skips CR and LF (which
+    kustomize's generators insert every 70 columns), so we do too."""
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
     except (binascii.Error, ValueError):
         return b""
 

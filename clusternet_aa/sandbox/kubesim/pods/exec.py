@@ -102,6 +102,9 @@ class ChannelSession:
         self.base64 = protocol in (V4_BASE64, V1_BASE64)
         self.gone = False
         self._resize = bytearray()
+        # Output pumps and the final Status write from different tasks; aiohttp's websocket
+        # writer does not serialize concurrent sends, and interleaved frames corrupt the stream.
+        self._send_lock = asyncio.Lock()
 
     @property
     def translated(self) -> bool:
@@ -112,10 +115,12 @@ class ChannelSession:
         if self.gone or self.ws.closed:
             return
         try:
-            if self.base64:
-                await self.ws.send_str(chr(ord("0") + channel) + base64.b64encode(payload).decode())
-            else:
-                await self.ws.send_bytes(bytes([channel]) + payload)
+            async with self._send_lock:
+                if self.base64:
+                    text = chr(ord("0") + channel) + base64.b64encode(payload).decode()
+                    await self.ws.send_str(text)
+                else:
+                    await self.ws.send_bytes(bytes([channel]) + payload)
         except ConnectionError:
             self.gone = True
 
@@ -142,8 +147,9 @@ class ChannelSession:
         else:
             await self.send(ERROR, status_json(status))
         if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self.ws.close(code=1000)
+            async with self._send_lock:
+                with contextlib.suppress(ConnectionError):
+                    await self.ws.close(code=1000)
 
     async def receive(
         self,

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import pty
 import shutil
 import signal
 import struct
+import subprocess
 import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -80,8 +82,19 @@ async def _fd_ready(fd: int, *, write: bool) -> None:
             loop.remove_reader(fd)
 
 
-def _make_controlling_tty() -> None:  # runs in the child between fork and exec
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _make_controlling_tty(tty_path: str) -> None:  # runs in the child between fork and exec
+    """A new session whose controlling terminal is the pod's pty.
+
+    This does not assume the child's fd 0 is already the pty: uvloop runs ``preexec_fn`` before
+    it moves the stdio descriptors into place (CPython's subprocess runs it after), so the
+    terminal is opened by path here.
+    """
+    os.setsid()
+    fd = os.open(tty_path, os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+    finally:
+        os.close(fd)
 
 
 class LocalProcess:
@@ -119,8 +132,7 @@ class LocalProcess:
                         stderr=slave,
                         cwd=cwd,
                         env=dict(env),
-                        start_new_session=True,
-                        preexec_fn=_make_controlling_tty,
+                        preexec_fn=functools.partial(_make_controlling_tty, os.ttyname(slave)),
                     )
                 except BaseException:
                     os.close(master)
@@ -142,6 +154,10 @@ class LocalProcess:
             raise StartError(f'exec: "{argv[0]}": permission denied') from None
         except FileNotFoundError:
             raise StartError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+        except (OSError, subprocess.SubprocessError) as e:
+            # Any other failure to start must reach the client as a Status, not escape the
+            # upgraded connection's handler (aiohttp would write an HTTP 500 into the stream).
+            raise StartError(f'exec: "{argv[0]}": {e}') from None
         return cls(process, None)
 
     @property
