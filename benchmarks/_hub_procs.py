@@ -28,6 +28,7 @@ import os
 import signal
 import ssl
 import sys
+import tracemalloc
 from typing import Any, cast
 
 import aiohttp
@@ -132,7 +133,34 @@ def hub_main(argv: list[str]) -> int:
                 }
             )
 
+        snapshots: list[tracemalloc.Snapshot] = []
+
+        async def trace_start(request: web.Request) -> web.Response:
+            gc.collect()
+            tracemalloc.start(int(request.query.get("frames", "8")))
+            snapshots[:] = [tracemalloc.take_snapshot()]
+            return web.json_response({})
+
+        async def trace_diff(request: web.Request) -> web.Response:
+            """Traced memory grown since ``start``, by allocation site (innermost frames)."""
+            gc.collect()
+            stats = tracemalloc.take_snapshot().compare_to(snapshots[0], "traceback")
+            tracemalloc.stop()
+            top = [
+                {
+                    "bytes": stat.size_diff,
+                    "count": stat.count_diff,
+                    "where": [
+                        f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in stat.traceback
+                    ][:4],
+                }
+                for stat in stats[: int(request.query.get("n", "25"))]
+            ]
+            return web.json_response({"top": top, "total": sum(stat.size_diff for stat in stats)})
+
         app.router.add_get("/debug/bench", debug)
+        app.router.add_post("/debug/bench/tracemalloc/start", trace_start)
+        app.router.add_post("/debug/bench/tracemalloc/diff", trace_diff)
 
     return hub_cli.main(argv, extra_routes=extra_routes)
 

@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "duration": 4.0,
         "bulk_mib": 256,
         "hol_clients": 100,
-        "hol_requests": 50,
+        "hol_requests": 20,
         "fleet_sizes": "1000,5000,10000",
         "keepalive_window": 30.0,
         "scaled_keepalive": 0.5,
@@ -453,11 +453,14 @@ class Fleet:
             ),
         }
 
-    async def debug(self, hub_url: str | None = None) -> dict[str, Any]:
+    async def debug(
+        self, hub_url: str | None = None, path: str = "", method: str = "GET"
+    ) -> dict[str, Any]:
         async with (
             aiohttp.ClientSession() as client,
-            client.get(
-                (hub_url or self.hub_url) + "/debug/bench",
+            client.request(
+                method,
+                (hub_url or self.hub_url) + "/debug/bench" + path,
                 ssl=self.hub_ssl(),
                 headers=CIMultiDict(USER_HEADERS),
             ) as resp,
@@ -534,16 +537,22 @@ async def throughput_run(
 
 
 async def small_section(
-    fleet: Fleet, args: argparse.Namespace, name: str, rounds: int, requests: int
+    fleet: Fleet,
+    args: argparse.Namespace,
+    name: str,
+    rounds: int,
+    requests: int,
+    paths: tuple[str, ...] = ("direct", "hub", "aggregated"),
 ) -> dict[str, Any]:
     targets = fleet.small_targets(name)
-    paths = list(targets)
+    paths = tuple(paths)
     raw: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
     pids = {"hub": fleet.hub_pid, "agent": fleet.agent_pid}
     for round_no in range(rounds):
         order = paths[round_no % len(paths) :] + paths[: round_no % len(paths)]
         for path in order:
             url, context, headers = targets[path]
+            _log(args, f"  {name} {path} round {round_no + 1}")
             lat = await latency_run(url, context, headers, requests)
             figures = raw[path]
             figures.setdefault("p50_ms", []).append(percentile(lat, 50) * 1e3)
@@ -560,7 +569,7 @@ async def small_section(
     result: dict[str, Any] = {
         p: {k: summary(v) for k, v in figs.items()} for p, figs in raw.items()
     }
-    for path in ("hub", "aggregated"):
+    for path in paths[1:]:
         result[path]["added_p50_ms"] = summary(
             [a - b for a, b in zip(raw[path]["p50_ms"], raw["direct"]["p50_ms"], strict=True)]
         )
@@ -855,7 +864,7 @@ async def fleet_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any
     # The same at a scaled keepalive interval (hub and agents), at the smallest size, so that
     # the keepalive cost is far above the idle process's noise; extrapolated to 15 s.
     interval = args.scaled_keepalive
-    n = sizes[0]
+    n = args.scaled_tunnels or sizes[0]
     hub_url, hub_pid = await fleet.start_hub("fleet-hub-scaled", keepalive=interval)
     helper = await fleet.spawn(
         "swarm", fleet.procs("swarm", *fleet.agent_args(hub_url)[:6]),
@@ -864,7 +873,7 @@ async def fleet_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any
     try:
         await helper.command(f"connect {n} scaled", within=900)
         await asyncio.sleep(1.0)
-        window = max(args.keepalive_window / 3, 10 * interval)
+        window = args.scaled_window or max(args.keepalive_window / 3, 10 * interval)
         cpu0, t0 = cpu_seconds(hub_pid), time.perf_counter()
         await asyncio.sleep(window)
         pct = (cpu_seconds(hub_pid) - cpu0) / (time.perf_counter() - t0) * 100
@@ -948,6 +957,8 @@ async def watch_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any
             transports.append(transport)
             await asyncio.wait_for(seen, 60)
 
+    if args.trace_watches:
+        await fleet.debug(path="/tracemalloc/start", method="POST")
     try:
         for size in args.watch_sizes:
             have = len(transports)
@@ -961,6 +972,10 @@ async def watch_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any
                 "hub_rss_bytes": rss,
                 "hub_rss_per_watch_bytes": (rss - base) / size,
             }
+        if args.trace_watches:
+            traced = await fleet.debug(path="/tracemalloc/diff", method="POST")
+            result["tracemalloc_per_watch_bytes"] = traced["total"] / len(transports)
+            result["tracemalloc_top"] = traced["top"]
     finally:
         for transport in transports:
             transport.abort()
@@ -989,35 +1004,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await fleet.start()
             report["notes"] += fleet.notes
-            if "small" in args.only:
-                _log(args, "small GET (figures 1 and 3)")
-                report["small"] = await small_section(
-                    fleet, args, "obj-1024", args.rounds, args.requests
-                )
-            if "bulk" in args.only:
-                _log(args, "bulk (figure 2)")
-                report["bulk"] = await bulk_section(fleet, args)
-            if "hol" in args.only:
-                _log(args, "head-of-line (figure 4)")
-                report["hol"] = await hol_section(fleet, args)
-            if "trend" in args.only:
-                _log(args, "object sizes (figure 7)")
-                report["trend_small"] = {
-                    str(size): await small_section(
-                        fleet, args, f"obj-{size}", max(1, args.rounds // 2), args.requests // 2
-                    )
-                    for size in args.object_sizes
-                }
-            if "watch" in args.only:
-                _log(args, "idle watches (figure 6)")
-                report["watch"] = await watch_section(fleet, args)
-            if "fleet" in args.only:
-                _log(args, "idle tunnels (figure 5)")
-                report["fleet"] = await fleet_section(fleet, args)
+            await _sections(fleet, args, report)
         finally:
             await fleet.stop_all()
     report["targets"] = evaluate(report)
     return report
+
+
+async def _sections(fleet: Fleet, args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Each section in turn; one that fails is noted and the others still run."""
+    sections: list[tuple[str, str, Callable[[], Any]]] = [
+        ("small", "small GET (figures 1 and 3)",
+         lambda: small_section(fleet, args, "obj-1024", args.rounds, args.requests)),
+        ("bulk", "bulk (figure 2)", lambda: bulk_section(fleet, args)),
+        ("hol", "head-of-line (figure 4)", lambda: hol_section(fleet, args)),
+        ("trend_small", "object sizes (figure 7)", lambda: trend_section(fleet, args)),
+        ("watch", "idle watches (figure 6)", lambda: watch_section(fleet, args)),
+        ("fleet", "idle tunnels (figure 5)", lambda: fleet_section(fleet, args)),
+    ]  # fmt: skip
+    for key, title, section in sections:
+        if (key.split("_")[0] not in args.only and key != "trend_small") or (
+            key == "trend_small" and "trend" not in args.only
+        ):
+            continue
+        _log(args, title)
+        try:
+            report[key] = await section()
+        except Exception as exc:  # noqa: BLE001 - a failed figure is reported, the rest still runs
+            report["notes"].append(f"{key} failed: {type(exc).__name__}: {exc}")
+            _log(args, f"{key} FAILED: {exc!r}")
+
+
+async def trend_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        str(size): await small_section(
+            fleet,
+            args,
+            f"obj-{size}",
+            max(1, args.rounds // 2),
+            args.requests // 2,
+            paths=("direct", "hub"),
+        )
+        for size in args.object_sizes
+    }
 
 
 def _log(args: argparse.Namespace, text: str) -> None:
@@ -1302,8 +1331,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scaled-keepalive", type=float, help="keepalive interval of the scaled run"
     )
+    parser.add_argument("--scaled-tunnels", type=int, help="tunnels of the scaled run")
+    parser.add_argument("--scaled-window", type=float, help="seconds measured in the scaled run")
     parser.add_argument("--watch-tunnels", type=int)
     parser.add_argument("--watch-sizes", help="idle watches, comma list (cumulative)")
+    parser.add_argument(
+        "--trace-watches",
+        action="store_true",
+        help="also trace the hub's Python allocations for the watches (tracemalloc, slow)",
+    )
     parser.add_argument("--object-sizes", help="ConfigMap sizes in bytes for figure 7")
     parser.add_argument("--no-ssh", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/hub.json")

@@ -1,8 +1,9 @@
 """Session: the asyncio driver of the sans-IO protocol core over a message transport.
 
-Three tasks run per session: a reader (feeds messages to the core and dispatches its events
-to streams), a writer (sends whatever the core has queued, control frames first), and a timer
-(keepalive). The core makes every protocol decision; this module only moves bytes and wakes
+Two tasks run per session: a reader (feeds messages to the core and dispatches its events
+to streams) and a writer (sends whatever the core has queued, control frames first); keepalive
+runs from a loop timer (``call_at``), not a task, so an idle session costs one timer handle.
+The core makes every protocol decision; this module only moves bytes and wakes
 the right waiters, so it stays small.
 
 Memory stays bounded whatever the peer does: a message is at most the negotiated size; each
@@ -79,6 +80,7 @@ class Session:
         self._streams: dict[int, TunnelStream] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._progress: asyncio.Future[None] = self._loop.create_future()
         self._hello = asyncio.Event()
@@ -95,8 +97,8 @@ class Session:
             self._tasks = [
                 self._loop.create_task(self._read_loop(), name=f"tunnel-read {self.name}"),
                 self._loop.create_task(self._write_loop(), name=f"tunnel-write {self.name}"),
-                self._loop.create_task(self._timer_loop(), name=f"tunnel-timer {self.name}"),
             ]
+            self._arm_timer()
 
     async def __aenter__(self) -> Session:
         self.start()
@@ -239,7 +241,11 @@ class Session:
                     self.stats.messages_in += 1
                     self.stats.bytes_in += len(message)
                     self._dispatch(conn.receive_message(message))
-                self._wakeup.set()
+                # Wake the writer only when there is something to write (a PONG, a window
+                # update, data that got credit) or the session is ending; an idle PONG or a
+                # DATA frame whose reader has not read yet needs no writer pass.
+                if conn.has_output or self._finishing or self._conn.closed:
+                    self._wakeup.set()
                 while conn.control_backlog > self._control_backlog_limit and not conn.closed:
                     await self._next_progress()
         finally:
@@ -266,12 +272,16 @@ class Session:
         finally:
             await self._shutdown()
 
-    async def _timer_loop(self) -> None:
-        conn = self._conn
-        while (deadline := conn.next_deadline()) is not None:
-            await asyncio.sleep(max(0.0, deadline - self._loop.time()))
-            self._dispatch(conn.handle_timer(self._loop.time()))
-            self._wakeup.set()
+    def _arm_timer(self) -> None:
+        deadline = self._conn.next_deadline()
+        if deadline is not None and not self._closed.is_set():
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch(self._conn.handle_timer(self._loop.time()))
+        self._wakeup.set()
+        self._arm_timer()
 
     async def _shutdown(self) -> None:
         if self._closed.is_set():
@@ -281,6 +291,9 @@ class Session:
         if not self._conn.closed:
             self._dispatch(self._conn.close(ErrorCode.INTERNAL_ERROR, "session shut down"))
         self._closed.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._notify_progress()
         try:
             await self._transport.close(1000 if self.close_code in (None, 0) else 1011)

@@ -137,6 +137,12 @@ class Connection:
         return self._control_size
 
     @property
+    def has_output(self) -> bool:
+        """True when :meth:`data_to_send` may have something: control frames are queued or a
+        stream has data and credit. A driver need not wake its writer otherwise."""
+        return bool(self._control) or bool(self._ready)
+
+    @property
     def is_drained(self) -> bool:
         """True once a GOAWAY went either way and every stream has finished."""
         return self.state is not ConnectionState.OPEN and not self._streams
