@@ -55,21 +55,6 @@ MARKER = ".clusternet-sandbox"
 TOKEN_DURATION = "8760h"
 
 
-#: The children's kubesim: ``clusternet-kubesim`` itself, but on asyncio's own event loop. Under
-#: uvloop (the console script's loop) an exec with a terminal (``kubectl exec -it``) fails with
-#: "websocket: RSV1 set, FIN not set on control"; on asyncio's loop it works. Back to
-#: ``[options.command("clusternet-kubesim")]`` once kubesim's TTY exec works under uvloop.
-CHILD_KUBESIM = (
-    sys.executable,
-    "-c",
-    "import asyncio, logging, sys\n"
-    "from clusternet_aa.sandbox.kubesim.__main__ import parse_args, serve\n"
-    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: "
-    "%(message)s')\n"
-    "asyncio.run(serve(parse_args(sys.argv[1:])))\n",
-)
-
-
 class SandboxError(Exception):
     """Bring-up failed; the message says where and which log to read."""
 
@@ -374,7 +359,7 @@ async def start_kubesims(sandbox: Sandbox) -> None:
             sandbox,
             f"kubesim-{child.name}",
             [
-                *CHILD_KUBESIM,
+                sandbox.options.command("clusternet-kubesim"),
                 f"--port={child.port}",
                 f"--state-dir={child.directory}",
                 f"--pod-runtime-dir={child.directory / 'pods'}",
@@ -409,10 +394,9 @@ async def wait_kubesim(sandbox: Sandbox, cluster: Cluster) -> None:
     await eventually(f"kubesim {cluster.name}", serving, sandbox=sandbox, within=30, every=0.05)
 
 
-async def make_hub_certs(sandbox: Sandbox) -> tuple[Path, str]:
+async def make_hub_certs(sandbox: Sandbox) -> Path:
     """``clusternet-certs``: the hub's CA and serving certificate, and the overlay of
-    manifests/hub that adds the serving Secret and fills the APIService caBundle; and the
-    caBundle itself (what it prints)."""
+    manifests/hub that adds the serving Secret and fills the APIService caBundle from it."""
     out = sandbox.state / "hub-certs"
     argv = [
         sandbox.options.command("clusternet-certs"),
@@ -421,17 +405,17 @@ async def make_hub_certs(sandbox: Sandbox) -> tuple[Path, str]:
         "--extra-san=127.0.0.1",
         f"--kustomize-base={sandbox.options.manifests / 'hub'}",
     ]
-    code, ca_bundle, err = await run_command(argv)
+    code, _, err = await run_command(argv)
     if code != 0:
         raise SandboxError(f"clusternet-certs failed: {err.strip()}")
-    return out, ca_bundle.strip()
+    return out
 
 
 def _relative(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve())
 
 
-def parent_overlay(sandbox: Sandbox, hub_certs: Path, ca_bundle: str) -> Path:
+def parent_overlay(sandbox: Sandbox, hub_certs: Path) -> Path:
     directory = sandbox.state / "apply" / "parent"
     manifests = sandbox.options.manifests
     token_id, token_secret = sandbox.bootstrap_token.split(".")
@@ -476,13 +460,6 @@ def parent_overlay(sandbox: Sandbox, hub_certs: Path, ca_bundle: str) -> Path:
             {
                 "target": {"version": "v1", "kind": "Service", "name": "clusternet-hub"},
                 "patch": "- op: remove\n  path: /spec/selector\n",
-            },
-            # The same caBundle the certs overlay fills in from its Secret, on one line:
-            # kustomize wraps the Secret's base64 at 70 columns, which kube-apiserver accepts
-            # (Go's base64 skips newlines) but kubesim's aggregator does not.
-            {
-                "target": {"group": "apiregistration.k8s.io", "kind": "APIService"},
-                "patch": f"- op: replace\n  path: /spec/caBundle\n  value: {ca_bundle}\n",
             },
         ],
     }
@@ -549,10 +526,10 @@ async def service_account_kubeconfig(
 
 
 async def prepare_parent(
-    sandbox: Sandbox, hub_certs: Awaitable[tuple[Path, str]]
+    sandbox: Sandbox, hub_certs: Awaitable[Path]
 ) -> tuple[Path, Path]:
     parent = sandbox.parent
-    overlay = parent_overlay(sandbox, *await hub_certs)
+    overlay = parent_overlay(sandbox, await hub_certs)
     await kubectl(sandbox, parent.admin_kubeconfig, "apply", "-k", str(overlay))
     return await asyncio.gather(
         service_account_kubeconfig(
