@@ -52,8 +52,14 @@ def _ready(info: dict[str, Any]) -> None:
 
 
 def tunnel_settings() -> Settings:
+    """Default settings, except BENCH_KEEPALIVE (seconds) and BENCH_STREAM_WINDOW (bytes)."""
     keepalive = os.environ.get("BENCH_KEEPALIVE")
-    return Settings(keepalive_interval=float(keepalive)) if keepalive else Settings()
+    window = os.environ.get("BENCH_STREAM_WINDOW")
+    defaults = Settings()
+    return Settings(
+        keepalive_interval=float(keepalive) if keepalive else defaults.keepalive_interval,
+        initial_stream_window=int(window) if window else defaults.initial_stream_window,
+    )
 
 
 def _stop_event() -> asyncio.Event:
