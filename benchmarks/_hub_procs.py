@@ -150,14 +150,15 @@ def hub_main(argv: list[str]) -> int:
         async def trace_diff(request: web.Request) -> web.Response:
             """Traced memory grown since ``start``, by allocation site (innermost frames)."""
             gc.collect()
-            stats = tracemalloc.take_snapshot().compare_to(snapshots[0], "traceback")
+            stats = tracemalloc.take_snapshot().compare_to(snapshots[0], "lineno")
             tracemalloc.stop()
             top = [
                 {
                     "bytes": stat.size_diff,
                     "count": stat.count_diff,
                     "where": [
-                        f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in stat.traceback
+                        f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}"
+                        for f in reversed(stat.traceback)
                     ][:4],
                 }
                 for stat in stats[: int(request.query.get("n", "25"))]

@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shlex
 import ssl
 import subprocess
@@ -46,6 +47,9 @@ from benchmarks._common import (
 )
 from benchmarks._ssh import ForwardingSsh, start_ssh_forward
 from benchmarks.tunnel_bench import Child, _fmt, _fmt_ratio
+from clusternet_aa.identity import UserInfo
+from clusternet_aa.proxy import identity_mapping
+from clusternet_aa.proxy.identity_mapping import IdentityPolicy
 from clusternet_aa.sandbox.kubesim import kubeconfig as kubeconfig_files
 from clusternet_aa.sandbox.kubesim import pki
 
@@ -70,7 +74,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "duration": 4.0,
         "bulk_mib": 256,
         "hol_clients": 100,
-        "hol_requests": 20,
+        "hol_requests": 50,
+        "hol_interval": 0.2,
         "fleet_sizes": "1000,5000,10000",
         "keepalive_window": 30.0,
         "scaled_keepalive": 0.5,
@@ -85,6 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bulk_mib": 64,
         "hol_clients": 100,
         "hol_requests": 20,
+        "hol_interval": 0.2,
         "fleet_sizes": "200,500,1000",
         "keepalive_window": 15.0,
         "scaled_keepalive": 0.5,
@@ -99,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bulk_mib": 2,
         "hol_clients": 5,
         "hol_requests": 3,
+        "hol_interval": 0.02,
         "fleet_sizes": "4,8,12",
         "keepalive_window": 0.5,
         "scaled_keepalive": 0.1,
@@ -208,7 +215,7 @@ class Fleet:
             [
                 sys.executable, "-m", "clusternet_aa.sandbox.kubesim", "--port", "0",
                 "--state-dir", str(state), "--token-auth-file", str(token_file),
-                "--nodes", "0", "--apiservice-resync-seconds", "0.5",
+                "--nodes", "0", "--apiservice-resync-seconds", "1",
             ],
             ready=False,
         )  # fmt: skip
@@ -435,11 +442,26 @@ class Fleet:
     def small_targets(self, name: str) -> dict[str, tuple[str, ssl.SSLContext, CIMultiDict[str]]]:
         accept = ("Accept", "application/json")
         bearer = ("Authorization", "Bearer alice-token")
+        # What the agent sends the child for alice: its own token plus Impersonate-* headers,
+        # built by the same code, so the child's cost of impersonation can be told apart.
+        alice = UserInfo(
+            name="alice", uid="uid-alice", groups=("developers", "system:authenticated")
+        )
+        impersonated = [
+            ("Authorization", "Bearer agent-token"),
+            *identity_mapping.impersonation_headers(IdentityPolicy().map(alice)),
+        ]
+        child_url = f"{self.child_url}/api/v1/namespaces/bench/configmaps/{name}"
         return {
             "direct": (
-                f"{self.child_url}/api/v1/namespaces/bench/configmaps/{name}",
+                child_url,
                 ssl.create_default_context(cafile=self.ca_file("child")),
                 CIMultiDict([accept, bearer]),
+            ),
+            "impersonated": (
+                child_url,
+                ssl.create_default_context(cafile=self.ca_file("child")),
+                CIMultiDict([accept, *impersonated]),
             ),
             "hub": (
                 self.hub_url + self.hub_path(CLUSTER_ID, name),
@@ -542,7 +564,7 @@ async def small_section(
     name: str,
     rounds: int,
     requests: int,
-    paths: tuple[str, ...] = ("direct", "hub", "aggregated"),
+    paths: tuple[str, ...] = ("direct", "impersonated", "hub", "aggregated"),
 ) -> dict[str, Any]:
     targets = fleet.small_targets(name)
     paths = tuple(paths)
@@ -559,7 +581,7 @@ async def small_section(
             figures.setdefault("p99_ms", []).append(percentile(lat, 99) * 1e3)
             tput = await throughput_run(url, context, headers, 32, args.duration, pids)
             figures.setdefault("rps_c32", []).append(tput["rps"])
-            if path != "direct":
+            if path in ("hub", "aggregated"):
                 per_k = 1000 / max(tput["requests"], 1)
                 figures.setdefault("hub_cpu_s_per_1000", []).append(tput["hub_cpu_s"] * per_k)
                 figures.setdefault("agent_cpu_s_per_1000", []).append(tput["agent_cpu_s"] * per_k)
@@ -569,6 +591,13 @@ async def small_section(
     result: dict[str, Any] = {
         p: {k: summary(v) for k, v in figs.items()} for p, figs in raw.items()
     }
+    if "impersonated" in raw:
+        result["hub"]["added_p50_vs_impersonated_ms"] = summary(
+            [
+                a - b
+                for a, b in zip(raw["hub"]["p50_ms"], raw["impersonated"]["p50_ms"], strict=True)
+            ]
+        )
     for path in paths[1:]:
         result[path]["added_p50_ms"] = summary(
             [a - b for a, b in zip(raw[path]["p50_ms"], raw["direct"]["p50_ms"], strict=True)]
@@ -739,14 +768,22 @@ async def bulk_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]
 # ---------------------------------------------------------------------- head-of-line
 
 
-async def hol_clients(fleet: Fleet, clients: int, requests: int) -> list[float]:
+async def hol_clients(
+    fleet: Fleet, clients: int, requests: int, interval: float = 0.0
+) -> list[float]:
+    """``clients`` keep-alive connections each do ``requests`` small GETs through the hub, one
+    every ``interval`` s (random phase; back to back when 0 or when a request takes longer)."""
     url, context, headers = fleet.small_targets("obj-1024")["hub"]
     connector = aiohttp.TCPConnector(limit=clients, ssl=context)
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=connector, headers=headers) as client:
 
         async def worker(record: bool, count: int) -> None:
+            next_at = time.perf_counter() + (random.random() * interval if record else 0)
             for _ in range(count):
+                if record and interval:
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                    next_at += interval
                 start = time.perf_counter()
                 async with client.get(url) as resp:
                     await resp.read()
@@ -766,7 +803,7 @@ async def hol_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     path = f"{SOCKETS}/{CLUSTER_ID}/proxy/https/127.0.0.1:{fleet.bulk_port}/bytes/{1 << 40}"
     loop = asyncio.get_running_loop()
     for _ in range(args.rounds):
-        base = await hol_clients(fleet, args.hol_clients, args.hol_requests)
+        base = await hol_clients(fleet, args.hol_clients, args.hol_requests, args.hol_interval)
         rss_before = rss_of(fleet.hub_pid)
         done: asyncio.Future[float] = loop.create_future()
         proto = HttpTransfer(_request_head("GET", path, list(USER_HEADERS), 0), 0, done)
@@ -782,7 +819,9 @@ async def hol_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
             transport.pause_reading()  # the stalled client: reads nothing more
             held = await _settled_hold(fleet)
             raw.setdefault("stalled_fill_rss_bytes", []).append(rss_of(fleet.hub_pid) - rss_before)
-            stalled = await hol_clients(fleet, args.hol_clients, args.hol_requests)
+            stalled = await hol_clients(
+                fleet, args.hol_clients, args.hol_requests, args.hol_interval
+            )
             raw.setdefault("held_stream_bytes", []).append(held[0])
             raw.setdefault("held_write_buffer_bytes", []).append(held[1])
             raw.setdefault("held_bytes", []).append(held[0] + held[1])
@@ -1132,52 +1171,54 @@ def table(report: dict[str, Any]) -> str:
         s = report["small"]
         out += [
             "",
-            "| small GET, 1 KiB ConfigMap | direct | hub (front-proxy) | via aggregator |",
-            "|---|---|---|---|",
+            "| small GET, 1 KiB ConfigMap | direct | direct, impersonated "
+            "| hub (front-proxy) | via aggregator |",
+            "|---|---|---|---|---|",
         ]
+        paths = ("direct", "impersonated", "hub", "aggregated")
         for key, label, digits in (
             ("p50_ms", "p50 at c=1, ms", 2),
             ("p99_ms", "p99 at c=1, ms", 2),
             ("added_p50_ms", "added p50 vs direct, ms", 2),
             ("added_p99_ms", "added p99 vs direct, ms", 2),
+            ("added_p50_vs_impersonated_ms", "added p50 vs direct impersonated, ms", 2),
             ("rps_c32", "req/s at c=32", 0),
             ("hub_cpu_s_per_1000", "hub CPU s per 1,000 requests", 3),
             ("agent_cpu_s_per_1000", "agent CPU s per 1,000 requests", 3),
             ("rps_per_hub_core", "req/s per hub core", 0),
         ):
-            cells = [
-                _fmt(s[p].get(key, {}), digits=digits) for p in ("direct", "hub", "aggregated")
-            ]
+            cells = [_fmt(s[p].get(key, {}), digits=digits) for p in paths]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append(
             "| req/s at c=32 vs direct | 1 | "
-            + " | ".join(_fmt_ratio(s[p]["rps_vs_direct"]) for p in ("hub", "aggregated"))
+            + " | ".join(_fmt_ratio(s[p]["rps_vs_direct"]) for p in paths[1:])
             + " |"
         )
     if "bulk" in report:
         b = report["bulk"]
-        paths = [p for p in ("tls", "ssh", "tunnel") if p in b["mbps"]["download"]]
+        bulk_paths = [p for p in ("tls", "ssh", "tunnel") if p in b["mbps"]["download"]]
         out += [
             "",
             f"| bulk {report['inputs']['bulk_mib']} MiB, MB/s | "
             + " | ".join(
-                {"tls": "direct TLS", "ssh": "ssh -L", "tunnel": "hub + tunnel"}[p] for p in paths
+                {"tls": "direct TLS", "ssh": "ssh -L", "tunnel": "hub + tunnel"}[p]
+                for p in bulk_paths
             )
             + " | tunnel/ssh | tunnel/TLS |",
-            "|---|" + "---|" * (len(paths) + 2),
+            "|---|" + "---|" * (len(bulk_paths) + 2),
         ]
         for direction in ("download", "upload"):
             ratios = b["ratios"][direction]
             out.append(
                 f"| {direction} | "
-                + " | ".join(_fmt(b["mbps"][direction][p]) for p in paths)
+                + " | ".join(_fmt(b["mbps"][direction][p]) for p in bulk_paths)
                 + f" | {_fmt_ratio(ratios.get('tunnel/ssh'))}"
                 + f" | {_fmt_ratio(ratios.get('tunnel/tls'))} |"
             )
         for key, stat in b["cpu"].items():
             out.append(
                 f"| {key.replace('_', ' ')} (CPU ms) | {_fmt(stat, digits=2)} |"
-                + " |" * (len(paths) + 1)
+                + " |" * (len(bulk_paths) + 1)
             )
     if "hol" in report:
         h = report["hol"]
@@ -1323,6 +1364,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bulk-mib", type=float)
     parser.add_argument("--hol-clients", type=int)
     parser.add_argument("--hol-requests", type=int)
+    parser.add_argument(
+        "--hol-interval", type=float, help="seconds between one client's GETs (0: back to back)"
+    )
     parser.add_argument("--fleet-sizes", help="idle tunnels, comma list (cumulative)")
     parser.add_argument(
         "--per-helper", type=int, default=2500, help="agent sessions per swarm process"

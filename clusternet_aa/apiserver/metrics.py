@@ -9,6 +9,8 @@ dashboards work; the rest are ours. Implements ``proxy.ports.ProxyMetrics``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
@@ -83,6 +85,16 @@ class HubMetrics:
             buckets=REQUEST_DURATION_BUCKETS,
             registry=self.registry,
         )
+        #: Labelled children by (metric, label values): ``labels()`` validates and locks on
+        #: every call, which is a measurable part of a small proxied request.
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, name: str, *values: str) -> Any:
+        key = (name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # -- proxy.ports.ProxyMetrics ----------------------------------------------------------
 
@@ -95,19 +107,19 @@ class HubMetrics:
         self.connection_duration.observe(lifetime_seconds)
 
     def stream_opened(self, kind: str) -> None:
-        self.streams.labels(kind).inc()
-        self.streams_opened.labels(kind).inc()
+        self._child(self.streams, "streams", kind).inc()
+        self._child(self.streams_opened, "streams_opened", kind).inc()
 
     def stream_closed(self, kind: str) -> None:
-        self.streams.labels(kind).dec()
+        self._child(self.streams, "streams", kind).dec()
 
     def bytes_transferred(self, direction: str, count: int) -> None:
         if count > 0:
-            self.bytes.labels(direction).inc(count)
+            self._child(self.bytes, "bytes", direction).inc(count)
 
     def request_finished(self, verb: str, code: int, seconds: float) -> None:
-        self.requests.labels(verb, str(code)).inc()
-        self.request_duration.labels(verb).observe(max(0.0, seconds))
+        self._child(self.requests, "requests", verb, str(code)).inc()
+        self._child(self.request_duration, "request_duration", verb).observe(max(0.0, seconds))
 
     # -- HTTP -------------------------------------------------------------------------------
 

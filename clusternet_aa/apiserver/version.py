@@ -7,6 +7,7 @@ decoding ``version.Info`` find every key.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import sys
@@ -19,7 +20,9 @@ from aiohttp import web
 FALLBACK_VERSION = "0.1.0"
 
 
+@functools.cache
 def package_version() -> str:
+    """The installed package's version (read once: ``importlib.metadata`` scans sys.path)."""
     try:
         return metadata.version("clusternet-aa")
     except metadata.PackageNotFoundError:

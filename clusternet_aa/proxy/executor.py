@@ -69,6 +69,11 @@ class _Target:
     #: Whether to send the agent's credentials and impersonation (only to its own apiserver).
     own_apiserver: bool
 
+    @property
+    def prefix(self) -> str:
+        """The base URL without its trailing slash, to which request paths are appended."""
+        return str(self.base).rstrip("/")
+
 
 class Executor:
     """Tunnel stream handler of the agent: HTTP streams to the child, dial streams to sockets."""
@@ -88,6 +93,9 @@ class Executor:
             lambda target: target.network == "tcp" and target.address == own
         )
         self._dialer = Dialer(self._dial_policy, connect_timeout=connect_timeout)
+        #: The own API server's target and URL prefix, parsed once rather than per request.
+        self._own = _Target(URL(child.url), child.ssl_context, own_apiserver=True)
+        self._own_prefix = self._own.prefix
         self._connect_timeout = connect_timeout
         self._client: aiohttp.ClientSession | None = None
         self._cert_contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
@@ -124,7 +132,8 @@ class Executor:
         except ValueError as exc:
             stream.reset(ErrorCode.PROTOCOL_ERROR, str(exc)[:200])
             return
-        url = URL(str(target.base).rstrip("/") + head.path, encoded=True)
+        prefix = self._own_prefix if target is self._own else target.prefix
+        url = URL(prefix + head.path, encoded=True)
         if stream.metadata.get(UPGRADE_KEY):
             await self._upgrade(stream, head.method, url, out_headers, ssl_context)
         else:
@@ -135,7 +144,7 @@ class Executor:
 
     def _resolve(self, target: Any) -> _Target:
         if target is None or target == {"kind": "direct"}:
-            return _Target(URL(self._child.url), self._child.ssl_context, own_apiserver=True)
+            return self._own
         if not isinstance(target, dict) or target.get("kind") != "url":
             raise ValueError(f"unknown proxy target {target!r}")
         scheme, host = target.get("scheme"), target.get("host")
@@ -147,7 +156,7 @@ class Executor:
         if not self._dial_policy(frames.DialTarget("tcp", address)):
             raise PermissionError(f"the agent's policy does not allow {scheme}://{address}")
         if address == self._child.address:
-            return _Target(URL(self._child.url), self._child.ssl_context, own_apiserver=True)
+            return self._own
         return _Target(URL(f"{scheme}://{address}"), None, own_apiserver=False)
 
     def _credentials(
