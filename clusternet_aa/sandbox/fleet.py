@@ -525,9 +525,7 @@ async def service_account_kubeconfig(
     return write_private(path, yaml.safe_dump(document, sort_keys=False))
 
 
-async def prepare_parent(
-    sandbox: Sandbox, hub_certs: Awaitable[Path]
-) -> tuple[Path, Path]:
+async def prepare_parent(sandbox: Sandbox, hub_certs: Awaitable[Path]) -> tuple[Path, Path]:
     parent = sandbox.parent
     overlay = parent_overlay(sandbox, await hub_certs)
     await kubectl(sandbox, parent.admin_kubeconfig, "apply", "-k", str(overlay))
