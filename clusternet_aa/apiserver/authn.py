@@ -25,7 +25,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from clusternet_aa.apiserver import tls
-from clusternet_aa.apiserver.caching import TTLCache
+from clusternet_aa.apiserver.caching import SingleFlight, TTLCache
 from clusternet_aa.apiserver.status import StatusError
 from clusternet_aa.apiserver.trust import Trust, TrustSnapshot, common_name, organizations
 from clusternet_aa.identity import REQUEST_USER_KEY, UserInfo
@@ -124,6 +124,7 @@ class TokenReviewer:
         self.success_ttl = success_ttl
         self.failure_ttl = failure_ttl
         self.cache: TTLCache[str, UserInfo | None] = TTLCache(cache_size)
+        self._inflight: SingleFlight[str, UserInfo | None] = SingleFlight()
         #: TokenReviews sent to the parent (cache misses).
         self.reviews = 0
 
@@ -137,6 +138,9 @@ class TokenReviewer:
         hit, cached = self.cache.get(key)
         if hit:
             return cached
+        return await self._inflight.do(key, lambda: self._review(key, token))
+
+    async def _review(self, key: str, token: str) -> UserInfo | None:
         spec: dict[str, object] = {"token": token}
         if self.audiences:
             spec["audiences"] = list(self.audiences)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from clusternet_aa.apiserver.caching import TTLCache
+from clusternet_aa.apiserver.caching import SingleFlight, TTLCache
 from clusternet_aa.apiserver.status import StatusError
 from clusternet_aa.identity import UserInfo
 from clusternet_aa.kube import errors as kube_errors
@@ -57,6 +57,7 @@ class SubjectAccessReviewer:
         self.denied_ttl = denied_ttl
         self.always_allow_groups = frozenset(always_allow_groups)
         self.cache: TTLCache[_Key, Decision] = TTLCache(cache_size)
+        self._inflight: SingleFlight[_Key, Decision] = SingleFlight()
         #: SubjectAccessReviews sent to the parent (cache misses).
         self.reviews = 0
 
@@ -89,6 +90,13 @@ class SubjectAccessReviewer:
         hit, cached = self.cache.get(key)
         if hit and cached is not None:
             return cached
+        return await self._inflight.do(
+            key, lambda: self._review(key, user, verb, resource, subresource, name)
+        )
+
+    async def _review(
+        self, key: _Key, user: UserInfo, verb: str, resource: str, subresource: str, name: str
+    ) -> Decision:
         spec: dict[str, object] = {
             "user": user.name,
             "groups": list(user.groups),

@@ -8,9 +8,10 @@ recently used entry goes first.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -50,3 +51,33 @@ class TTLCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent misses for the same key share one call to the parent.
+
+    Without it, every request arriving while an entry is missing (a cold cache, an expiry, a
+    thousand agents reconnecting with one token) sends its own identical review. The call runs
+    as its own task, so a caller that goes away (the client hung up) does not cancel it for the
+    others.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[K, asyncio.Task[V]] = {}
+
+    async def do(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._calls[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an unawaited failure is not logged twice
+
+    def __len__(self) -> int:
+        return len(self._calls)

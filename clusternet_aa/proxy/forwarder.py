@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 SOCKETS_PREFIX = f"/apis/{GROUP}/{VERSION}/sockets/"
 
+#: Bytes taken from a stream per write to the client. Writing a whole stream window at once
+#: would park it in the client's socket buffers (plain and encrypted) when the client stalls;
+#: small writes leave the rest unread in the stream, where its window bounds it.
+_WRITE_CHUNK = 64 * 1024
+
 VERBS = {
     "GET": "get",
     "HEAD": "get",
@@ -252,7 +257,7 @@ class Forwarder:
             if isinstance(length, int) and length >= 0:
                 response.content_length = length
             await response.prepare(request)
-            async for chunk in stream:
+            while chunk := await stream.read(_WRITE_CHUNK):
                 await response.write(chunk)
                 if self._metrics is not None:
                     self._metrics.bytes_transferred("down", len(chunk))
@@ -315,7 +320,7 @@ class Forwarder:
         connection = await hijack.switch_protocols(request, head.headers)
         up = asyncio.ensure_future(_client_to_stream(connection, stream))
         try:
-            async for chunk in stream:
+            while chunk := await stream.read(_WRITE_CHUNK):
                 await connection.write(chunk)
         except StreamResetError as exc:
             logger.info("cluster %s: upgraded stream ended: %s", cluster_id, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -137,3 +138,21 @@ async def test_unreachable_parent_is_a_500_status_not_a_denial() -> None:
             await reviewer.authorize(UserInfo(name="x"), verb="get", resource="sockets", name="c")
     assert caught.value.code == 500
     assert len(reviewer.cache) == 0
+
+
+async def test_concurrent_misses_share_one_review(sim: KubesimServer, parent_kubeconfig) -> None:
+    """A burst of identical questions on a cold cache (agents reconnecting after a hub restart,
+    kubectl discovery) costs the parent one SubjectAccessReview, not one per request."""
+    async with await KubeClient.from_kubeconfig(parent_kubeconfig) as kube:
+        reviewer = SubjectAccessReviewer(kube)
+        erin = UserInfo(name="erin", groups=("system:authenticated",))
+        decisions = await asyncio.gather(
+            *(
+                reviewer.authorize(
+                    erin, verb="get", resource="sockets", subresource="proxy", name="c1"
+                )
+                for _ in range(50)
+            )
+        )
+        assert {d.allowed for d in decisions} == {False}
+        assert reviewer.reviews == 1
