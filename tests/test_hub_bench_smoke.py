@@ -45,7 +45,7 @@ def test_hub_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     assert report["inputs"]["rounds"] == 1
 
     small = report["small"]
-    assert set(small) == {"direct", "hub", "aggregated"}
+    assert set(small) == {"direct", "impersonated", "hub", "aggregated"}
     for path, figures in small.items():
         for key in ("p50_ms", "p99_ms", "rps_c32"):
             assert _is_stat(figures[key]), (path, key)
@@ -53,6 +53,7 @@ def test_hub_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     for path in ("hub", "aggregated"):
         for key in ("added_p50_ms", "hub_cpu_s_per_1000", "rps_per_hub_core", "rps_vs_direct"):
             assert _is_stat(small[path][key]), (path, key)
+    assert _is_stat(small["hub"]["added_p50_vs_impersonated_ms"])
 
     bulk = report["bulk"]
     ssh_expected = find_sshd() is not None
