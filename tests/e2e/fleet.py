@@ -35,6 +35,7 @@ from clusternet_aa.sandbox.kubesim import types as kubesim_types
 from clusternet_aa.sandbox.kubesim.pods import PodRuntimeConfig
 from clusternet_aa.sandbox.kubesim.server import KubesimConfig, KubesimServer
 from clusternet_aa.sandbox.kubesim.testing import api_client
+from tests.hub.test_aggregation import register
 
 BIN = Path(sys.executable).parent
 KUBECTL = str(BIN / "kubectl")
@@ -257,45 +258,7 @@ async def _apply(server: KubesimServer, state: Path, name: str, manifest: str) -
 
 async def _register_hub(parent: KubesimServer, port: int, ca_pem: bytes) -> None:
     async with api_client(parent) as api:
-        kube = KubeClient(api)
-        namespace = "clusternet-system"
-        with contextlib.suppress(Exception):
-            await kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-        await kube.request(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/services",
-            body={
-                "metadata": {"name": "clusternet-hub"},
-                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
-            },
-        )
-        await kube.request(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/endpoints",
-            body={
-                "metadata": {"name": "clusternet-hub"},
-                "subsets": [
-                    {"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port}]}
-                ],
-            },
-        )
-        await kube.request(
-            "POST",
-            "/apis/apiregistration.k8s.io/v1/apiservices",
-            body={
-                "apiVersion": "apiregistration.k8s.io/v1",
-                "kind": "APIService",
-                "metadata": {"name": APISERVICE},
-                "spec": {
-                    "group": "proxies.clusternet.io",
-                    "version": "v1alpha1",
-                    "service": {"namespace": namespace, "name": "clusternet-hub", "port": 443},
-                    "groupPriorityMinimum": 1000,
-                    "versionPriority": 100,
-                    "caBundle": base64.b64encode(ca_pem).decode(),
-                },
-            },
-        )
+        await register(KubeClient(api), port, ca_pem)
 
 
 async def _demo_http_server(cluster: str) -> tuple[asyncio.Server, int]:

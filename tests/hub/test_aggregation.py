@@ -7,6 +7,8 @@ publishes the trust the hub needs in its ConfigMap. The hub gets no CA flags at 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from clusternet_aa.hub.server import HubServer
 from clusternet_aa.hub.settings import HubSettings
 from clusternet_aa.kube.client import KubeClient
+from clusternet_aa.kube.errors import APIConflict
 from clusternet_aa.sandbox.kubesim.server import KubesimServer
 from tests.hub.conftest import HubFactory, grant
 from tests.hub.test_discovery import kubectl
@@ -25,10 +28,12 @@ APISERVICE = "v1alpha1.proxies.clusternet.io"
 GV = "/apis/proxies.clusternet.io/v1alpha1"
 
 
-async def register(kube: KubeClient, port: int) -> None:
-    """What Clusternet's hub manifests create: Service, Endpoints, APIService (insecure TLS)."""
+async def register(kube: KubeClient, port: int, ca_pem: bytes | None = None) -> None:
+    """What Clusternet's hub manifests create: Service, Endpoints, APIService (verified with
+    ``ca_pem`` as its caBundle, or insecureSkipTLSVerify without one)."""
     namespace = "clusternet-system"
-    await kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+    with contextlib.suppress(APIConflict):
+        await kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
     await kube.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/services",
@@ -60,7 +65,11 @@ async def register(kube: KubeClient, port: int) -> None:
                 "service": {"namespace": namespace, "name": "clusternet-hub", "port": 443},
                 "groupPriorityMinimum": 1000,
                 "versionPriority": 100,
-                "insecureSkipTLSVerify": True,
+                **(
+                    {"caBundle": base64.b64encode(ca_pem).decode()}
+                    if ca_pem
+                    else {"insecureSkipTLSVerify": True}
+                ),
             },
         },
     )
