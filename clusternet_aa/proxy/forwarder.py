@@ -28,7 +28,7 @@ from clusternet_aa.proxy.ports import GROUP, VERSION, Authorizer, ClusterDirecto
 from clusternet_aa.proxy.tunnels import TunnelRegistry
 from clusternet_aa.tunnel.protocol import frames
 from clusternet_aa.tunnel.protocol.errors import ErrorCode, LocalProtocolError, TunnelError
-from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
+from clusternet_aa.tunnel.streams import ResponseHead, StreamResetError, TunnelStream
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class Forwarder:
         except (ConnectionError, OSError):
             stream.reset(ErrorCode.CANCEL, "client went away")
 
-    async def _response_head(self, stream: TunnelStream, cluster_id: str) -> Any:
+    async def _response_head(self, stream: TunnelStream, cluster_id: str) -> ResponseHead:
         try:
             return await stream.response()
         except StreamResetError as exc:
@@ -298,10 +298,7 @@ class Forwarder:
     async def _upgrade(
         self, request: web.Request, stream: TunnelStream, cluster_id: str
     ) -> web.StreamResponse:
-        try:
-            head = await self._response_head(stream, cluster_id)
-        except StatusError:
-            raise
+        head = await self._response_head(stream, cluster_id)
         if head.status != 101:
             # A refused upgrade: pass the child's answer (>= 400) so kubectl's fallback works;
             # anything else in answer to an upgrade is a broken upstream, as kube's proxy says.
