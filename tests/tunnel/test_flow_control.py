@@ -113,7 +113,8 @@ def test_data_does_not_start_in_a_nearly_full_message() -> None:
     s = pair.server.conn
     s.send_data(sid, bytes(5000))
     s.acknowledge_data(sid, 0)
-    s.handle_timer(1e6)  # queues a PING: a control frame of a few bytes
+    s.handle_timer(1e6)  # the handshake was heard in this interval: no PING yet
+    s.handle_timer(2e6)  # a quiet interval: queues a PING, a control frame of a few bytes
     first = decode(s.data_to_send(max_bytes=FRAME_OVERHEAD + 900))
     assert [type(f) for f in first] == [frames.Ping]
     assert [type(f) for f in decode(s.data_to_send(max_bytes=2000))] == [frames.Data]
@@ -138,6 +139,7 @@ def test_control_frames_go_ahead_of_queued_data() -> None:
     s.send_data(a, bytes(100 * KiB))
     s.reset_stream(b)
     s.handle_timer(1e6)
+    s.handle_timer(2e6)  # the second, quiet, interval queues a PING
     out = decode(s.data_to_send())
     assert [type(f) for f in out[:2]] == [frames.Reset, frames.Ping]
     assert all(isinstance(f, frames.Data) for f in out[2:])

@@ -31,35 +31,46 @@ FAST = Settings(keepalive_interval=10.0, keepalive_misses=3)
 # ------------------------------------------------------------------ keepalive
 
 
-def test_ping_every_interval() -> None:
+def test_ping_after_each_quiet_interval() -> None:
     conn = Connection(Role.CLIENT, FAST, now=100.0)
     conn.receive_message(message(hello()))
     drain_frames(conn)
     assert conn.next_deadline() == 110.0
     assert conn.handle_timer(109.9) == []
     assert conn.data_to_send() == b""
-    assert conn.handle_timer(110.0) == []
-    assert drain_frames(conn) == [frames.Ping(1)]
+    assert conn.handle_timer(110.0) == []  # the HELLO was heard in this interval: no PING
+    assert drain_frames(conn) == []
     assert conn.next_deadline() == 120.0
+    assert conn.handle_timer(120.0) == []  # a quiet interval
+    assert drain_frames(conn) == [frames.Ping(1)]
     conn.receive_message(message(frames.Pong(1)))
-    conn.handle_timer(125.0)  # late: the next one is an interval after this run
+    conn.handle_timer(135.0)  # late, and the PONG was heard: the next is an interval after this
+    assert drain_frames(conn) == []
+    assert conn.next_deadline() == 145.0
+    conn.handle_timer(145.0)
     assert drain_frames(conn) == [frames.Ping(2)]
-    assert conn.next_deadline() == 135.0
+
+
+def test_no_ping_while_the_peer_is_heard() -> None:
+    """Traffic (or the peer's own PING) proves the link is alive, so no PING is spent on it."""
+    conn = handshaken(Role.SERVER, FAST)
+    for i in range(1, 20):
+        conn.receive_message(message(frames.WindowUpdate(0, 1)))
+        assert conn.handle_timer(10.0 * i) == []
+        assert drain_frames(conn) == []
+    assert not conn.closed
 
 
 def test_link_is_dead_after_the_configured_misses() -> None:
     conn = Connection(Role.SERVER, FAST)
     drain_frames(conn)
-    for t in (10.0, 20.0, 30.0):  # the first PING, then two unanswered intervals
+    for t in (10.0, 20.0):  # two quiet intervals, each followed by a PING
         assert conn.handle_timer(t) == []
         assert drain_frames(conn) == [frames.Ping(int(t // 10))]
-    out = conn.handle_timer(40.0)  # the third missed interval
-    assert out[-1] == events.ConnectionTerminated(
-        ErrorCode.KEEPALIVE_TIMEOUT, "no answer to 3 keepalive pings", remote=False
-    )
-    assert drain_frames(conn) == [
-        frames.GoAway(0, ErrorCode.KEEPALIVE_TIMEOUT, "no answer to 3 keepalive pings")
-    ]
+    out = conn.handle_timer(30.0)  # the third quiet interval
+    reason = "nothing heard for 3 keepalive intervals"
+    assert out[-1] == events.ConnectionTerminated(ErrorCode.KEEPALIVE_TIMEOUT, reason, remote=False)
+    assert drain_frames(conn) == [frames.GoAway(0, ErrorCode.KEEPALIVE_TIMEOUT, reason)]
     assert conn.next_deadline() is None
     assert conn.handle_timer(1000.0) == []
 
@@ -72,15 +83,16 @@ def test_misses_setting_is_obeyed(misses: int) -> None:
     while not conn.closed:
         t += 1.0
         out = conn.handle_timer(t)
-    assert t == misses + 1
+    assert t == misses
     assert out[-1].code is ErrorCode.KEEPALIVE_TIMEOUT  # type: ignore[union-attr]
+    assert len(of_type(drain_frames(conn), frames.Ping)) == misses - 1
 
 
 def test_dead_link_fails_open_streams() -> None:
     conn = handshaken(Role.CLIENT, FAST)
     sid = conn.open_stream(HTTP)
     out: list[events.Event] = []
-    for t in (10.0, 20.0, 30.0, 40.0):
+    for t in (10.0, 20.0, 30.0, 40.0):  # heard (the handshake), then three quiet intervals
         out += conn.handle_timer(t)
     assert out == [
         events.StreamReset(sid, ErrorCode.KEEPALIVE_TIMEOUT, out[0].reason, remote=False),  # type: ignore[union-attr]
@@ -113,11 +125,11 @@ def test_even_a_bad_message_counts_as_hearing_from_the_peer() -> None:
 
 def test_pong_without_traffic_also_resets_the_count() -> None:
     conn = handshaken(Role.SERVER, FAST)
-    conn.handle_timer(10.0)
+    conn.handle_timer(10.0)  # the handshake was heard
     conn.handle_timer(20.0)
     conn.handle_timer(30.0)  # two misses so far
-    conn.receive_message(message(frames.Pong(3)))
-    conn.handle_timer(40.0)
+    conn.receive_message(message(frames.Pong(2)))
+    conn.handle_timer(40.0)  # heard: the count starts again
     conn.handle_timer(50.0)
     conn.handle_timer(60.0)
     assert not conn.closed
@@ -133,7 +145,28 @@ def test_a_pair_on_a_shared_clock_stays_up() -> None:
         pair.pump()
     assert not pair.client.conn.closed
     assert not pair.server.conn.closed
-    assert len(of_type(pair.client.events, events.PongReceived)) == 99
+    # In step, both sides find every other interval quiet and ping then: 49 exchanges each.
+    assert len(of_type(pair.client.events, events.PongReceived)) == 49
+    assert len(of_type(pair.server.events, events.PongReceived)) == 49
+
+
+def test_a_pair_out_of_step_shares_one_exchange_between_both_sides() -> None:
+    """On an idle link whichever timer fires first pings; the other side, having heard that
+    PING, stays silent: about one exchange per 1.5 intervals for the link, not two per interval.
+    """
+    pair = ConnectionPair(FAST, FAST)
+    rounds = 300
+    for i in range(1, rounds + 1):
+        pair.client.conn.handle_timer(10.0 * i)
+        pair.pump()
+        pair.server.conn.handle_timer(10.0 * i + 5.0)
+        pair.pump()
+    assert not pair.client.conn.closed
+    assert not pair.server.conn.closed
+    client_pongs = len(of_type(pair.client.events, events.PongReceived))
+    server_pongs = len(of_type(pair.server.events, events.PongReceived))
+    assert client_pongs + server_pongs == rounds * 2 // 3
+    assert abs(client_pongs - server_pongs) <= 1
 
 
 def test_a_silent_peer_is_detected_by_both_sides() -> None:

@@ -111,9 +111,10 @@ class Connection:
         self._ready: deque[int] = deque()
         self._in_ready: set[int] = set()
         self._goaway_sent = False
-        # Keepalive: a miss is an interval that ends with our PING unanswered and nothing heard.
+        # Keepalive: a miss is a whole interval in which nothing at all was heard from the peer.
+        # A PING goes out only after such a quiet interval, so a live link carries one PING/PONG
+        # exchange every interval or two whichever side sends it, and none while traffic flows.
         self._next_ping_at = now + self.local_settings.keepalive_interval
-        self._ping_outstanding = False
         self._heard = False
         self._missed = 0
         self._ping_counter = 0
@@ -354,24 +355,30 @@ class Connection:
         return None if self.state is ConnectionState.CLOSED else self._next_ping_at
 
     def handle_timer(self, now: float) -> list[events.Event]:
-        """Run keepalive: PING every interval; the link is dead after too many misses."""
+        """Run keepalive: PING after a quiet interval; the link is dead after too many misses.
+
+        Why only after a quiet interval: an idle hub holds thousands of tunnels and every PING or
+        PONG costs it a TLS record, a syscall and a wakeup. If anything arrived during the
+        interval (traffic, the peer's own PING, a PONG) the peer is alive and a PING would prove
+        nothing new. Both sides run the same rule, so on an idle link whichever timer fires
+        first pings and the other side, having just heard that PING, stays silent.
+        """
         if self.state is ConnectionState.CLOSED or now < self._next_ping_at:
             return []
-        if self._ping_outstanding and not self._heard:
-            self._missed += 1
-        else:
+        self._next_ping_at = now + self.local_settings.keepalive_interval
+        if self._heard:
+            self._heard = False
             self._missed = 0
-        self._heard = False
+            return []
+        self._missed += 1
         if self._missed >= self.local_settings.keepalive_misses:
             return self._terminate(
                 ErrorCode.KEEPALIVE_TIMEOUT,
-                f"no answer to {self._missed} keepalive pings",
+                f"nothing heard for {self._missed} keepalive intervals",
                 remote=False,
             )
         self._ping_counter += 1
-        self._ping_outstanding = True
         self._queue(frames.Ping(self._ping_counter))
-        self._next_ping_at = now + self.local_settings.keepalive_interval
         return []
 
     # ------------------------------------------------------------------ input
@@ -457,7 +464,6 @@ class Connection:
             case frames.Ping(opaque):
                 self._queue(frames.Pong(opaque))
             case frames.Pong(opaque):
-                self._ping_outstanding = False
                 output.append(events.PongReceived(opaque))
             case frames.GoAway():
                 self._handle_goaway(frame, output)
