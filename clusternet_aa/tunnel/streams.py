@@ -55,7 +55,7 @@ class TunnelStream:
         self.stream_id = stream_id
         self.target = target
         self.metadata = metadata
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self._eof = False
         self._error: StreamResetError | None = None
@@ -79,17 +79,25 @@ class TunnelStream:
                 return b""
             self._readable.clear()
             await self._readable.wait()
+        chunks = self._chunks
         if max_bytes < 0 or max_bytes >= self._buffered:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
+            # One chunk (the usual case in bulk, one DATA frame per wakeup) is returned as it
+            # is: ``bytes.join`` of a single bytes object copies nothing.
+            data = b"".join(chunks)
+            chunks.clear()
         else:
-            parts: list[bytes] = []
+            # Cut the last chunk as a memoryview, so that only the bytes returned are copied
+            # (once, by the join) and the rest stays where it is until the next read.
+            parts: list[bytes | memoryview] = []
             need = max_bytes
             while need:
-                chunk = self._chunks.popleft()
+                chunk = chunks[0]
                 if len(chunk) > need:
-                    self._chunks.appendleft(chunk[need:])
-                    chunk = chunk[:need]
+                    view = chunk if type(chunk) is memoryview else memoryview(chunk)
+                    chunks[0] = view[need:]
+                    parts.append(view[:need])
+                    break
+                chunks.popleft()
                 parts.append(chunk)
                 need -= len(chunk)
             data = b"".join(parts)
