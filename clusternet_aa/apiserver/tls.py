@@ -125,6 +125,12 @@ def server_context(serving: ServingCert, client_cas: Iterable[x509.Certificate])
     return context
 
 
+def offer_alpn(context: ssl.SSLContext, *, http2: bool) -> None:
+    """Offer HTTP/2 (``h2``) before HTTP/1.1 in the handshake, or HTTP/1.1 only: clients that
+    speak HTTP/2 (client-go, the aggregator) then multiplex their requests on one connection."""
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+
+
 def add_client_cas(context: ssl.SSLContext, cas: Iterable[x509.Certificate]) -> None:
     """Let handshakes accept client certs from ``cas`` too (adding twice is harmless)."""
     pem = b"".join(ca.public_bytes(serialization.Encoding.PEM) for ca in cas)

@@ -1,9 +1,15 @@
 """Running the hub: the TLS listener, the informers, and a drain-then-stop shutdown.
 
+The listener offers HTTP/2 and HTTP/1.1 by ALPN (``--http2``, on by default): HTTP/2
+connections are served by :mod:`clusternet_aa.apiserver.http2`, everything else by aiohttp's own
+connection handler, both with the one application. That is why the listening socket is made
+here with ``loop.create_server`` rather than by aiohttp's ``TCPSite``.
+
 On SIGTERM (or SIGINT) the hub first turns ``/readyz`` false, waits
 ``shutdown_delay_seconds`` so that the kubelet and load balancers notice, then closes the
-listener and gives in-flight requests ``shutdown_grace_seconds`` before cancelling them
-(aiohttp's ``on_shutdown`` hooks run first, which is where tunnels say GOAWAY).
+listener, sends GOAWAY on every HTTP/2 connection, and gives in-flight requests
+``shutdown_grace_seconds`` before cancelling them (aiohttp's ``on_shutdown`` hooks run first,
+which is where tunnels say GOAWAY).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import signal
 
 from aiohttp import web
 
+from clusternet_aa.apiserver import tls
+from clusternet_aa.apiserver.http2 import Http2Listener
 from clusternet_aa.hub.app import ExtraRoutes, Hub, build_app, create_hub
 from clusternet_aa.hub.settings import HubSettings
 from clusternet_aa.kube.client import KubeClient
@@ -38,6 +46,8 @@ class HubServer:
         self._extra_routes = extra_routes
         self._hub: Hub | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: Http2Listener | None = None
+        self._server: asyncio.Server | None = None
         self._port = 0
 
     @property
@@ -45,6 +55,13 @@ class HubServer:
         if self._hub is None:
             raise RuntimeError("the hub server is not started")
         return self._hub
+
+    @property
+    def listener(self) -> Http2Listener:
+        """The listener's protocol factory (HTTP/2 connections and counters)."""
+        if self._listener is None:
+            raise RuntimeError("the hub server is not started")
+        return self._listener
 
     @property
     def port(self) -> int:
@@ -69,15 +86,17 @@ class HubServer:
         )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(
-            runner,
-            self.settings.bind_address,
+        assert runner.server is not None
+        tls.offer_alpn(hub.ssl_context, http2=self.settings.http2)
+        self._listener = Http2Listener(runner.server, enabled=self.settings.http2)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._listener,
+            self.settings.bind_address or None,
             self.settings.secure_port,
-            ssl_context=hub.ssl_context,
+            ssl=hub.ssl_context,
             reuse_address=True,
         )
-        await site.start()
-        self._port = int(runner.addresses[0][1])
+        self._port = int(self._server.sockets[0].getsockname()[1])
         await hub.start()
         logger.info("clusternet-hub serving on %s", self.url)
 
@@ -88,8 +107,20 @@ class HubServer:
             hub.health.shutting_down = True
             if self.settings.shutdown_delay_seconds > 0:
                 await asyncio.sleep(self.settings.shutdown_delay_seconds)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
-            await self._runner.cleanup()
+            listener = self._listener
+            if listener is None:
+                await self._runner.cleanup()
+            else:
+                # HTTP/2 connections get GOAWAY and the same grace as HTTP/1.1 requests; the
+                # runner drains HTTP/1.1 connections and the tunnels meanwhile.
+                await asyncio.gather(
+                    listener.shutdown(self.settings.shutdown_grace_seconds),
+                    self._runner.cleanup(),
+                )
             self._runner = None
         if hub is not None:
             await hub.stop()

@@ -93,6 +93,9 @@ class HubSettings:
     shutdown_delay_seconds: float = 0.0
     #: Seconds in-flight requests (long watches, exec sessions) get to finish after that.
     shutdown_grace_seconds: float = 10.0
+    #: ``--http2``: offer HTTP/2 on the listener (ALPN ``h2``), as kube-apiserver does by
+    #: default; when false only HTTP/1.1 is offered.
+    http2: bool = True
 
     @property
     def socket_connection(self) -> bool:

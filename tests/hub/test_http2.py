@@ -1,0 +1,510 @@
+"""HTTP/2 on the hub's listener: ALPN, one connection carrying many streams, per-stream flow
+control, resets, bad input, shutdown, and HTTP/1.1 left exactly as it was.
+
+The client here is the ``h2`` library over an asyncio TLS connection, so every frame the hub
+sends can be looked at (and a stream can be left unread on purpose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+from aiohttp import web
+
+from clusternet_aa.hub.app import Hub
+from clusternet_aa.hub.server import HubServer
+from tests.hub import certs
+from tests.hub.conftest import PKI, HubFactory, echo_routes, flag_settings
+
+ECHO = "/apis/proxies.clusternet.io/v1alpha1/sockets/c1/proxy/direct/api/v1/pods"
+TEST_PREFIX = "/apis/proxies.clusternet.io/v1alpha1/sockets/test"
+#: The aggregator's identity: front-proxy certificate plus these headers.
+FRONT = [("x-remote-user", "alice"), ("x-remote-group", "system:masters")]
+
+
+@dataclass
+class Stream:
+    """What the client saw on one stream."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+    reset: int | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def status(self) -> int:
+        return int(self.headers.get(":status", "0"))
+
+    def json(self) -> Any:
+        return json.loads(bytes(self.data))
+
+
+class H2Client:
+    """A minimal HTTP/2 client over TLS that records every event per stream.
+
+    Stream credit is returned as data arrives, except for streams in ``stalled``: those get
+    connection credit only, as a client that stopped reading one response would.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.streams: dict[int, Stream] = {}
+        self.stalled: set[int] = set()
+        self.terminated: h2.events.ConnectionTerminated | None = None
+        self.remote_settings: dict[int, int] = {}
+        self.closed = asyncio.Event()
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, server: HubServer, client: certs.Pair | None) -> H2Client:
+        context = certs.client_context(server.hub.serving.cert_pem, client)
+        context.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context)
+        ssl_object = writer.get_extra_info("ssl_object")
+        assert ssl_object.selected_alpn_protocol() == "h2"
+        self = cls(reader, writer)
+        self.conn.initiate_connection()
+        self.flush()
+        self._task = asyncio.ensure_future(self._read())
+        return self
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def _read(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                for event in self.conn.receive_data(data):
+                    self._on(event)
+                self.flush()
+                self.changed.set()
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            self.closed.set()
+            self.changed.set()
+            for stream in self.streams.values():
+                stream.changed.set()
+
+    def _on(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            for code, setting in event.changed_settings.items():
+                self.remote_settings[int(code)] = setting.new_value
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self.terminated = event
+            return
+        stream_id = getattr(event, "stream_id", 0)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if isinstance(event, h2.events.ResponseReceived):
+            stream.headers = {k.decode(): v.decode() for k, v in event.headers}
+        elif isinstance(event, h2.events.DataReceived):
+            stream.data += event.data
+            if stream_id in self.stalled:
+                if event.flow_controlled_length:
+                    self.conn.increment_flow_control_window(event.flow_controlled_length)
+            else:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream.ended = True
+        elif isinstance(event, h2.events.StreamReset):
+            stream.reset = event.error_code
+        stream.changed.set()
+
+    def request(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        end: bool = True,
+    ) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        self.streams[stream_id] = Stream()
+        head = [
+            (":method", method),
+            (":scheme", "https"),
+            (":authority", "127.0.0.1"),
+            (":path", path),
+            *(headers or FRONT),
+        ]
+        self.conn.send_headers(stream_id, head, end_stream=body is None and end)
+        if body is not None:
+            self.conn.send_data(stream_id, body, end_stream=end)
+        self.flush()
+        return stream_id
+
+    async def wait(
+        self, stream_id: int, predicate: Callable[[Stream], bool], timeout: float = 10
+    ) -> Stream:
+        stream = self.streams[stream_id]
+
+        async def until() -> None:
+            while not predicate(stream):
+                if self.closed.is_set():
+                    raise ConnectionError("the connection closed")
+                stream.changed.clear()
+                await stream.changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return stream
+
+    async def response(self, stream_id: int, timeout: float = 10) -> Stream:
+        return await self.wait(stream_id, lambda s: s.ended or s.reset is not None, timeout)
+
+    async def get(self, path: str, **kwargs: Any) -> Stream:
+        return await self.response(self.request(path, **kwargs))
+
+    def reset(self, stream_id: int) -> None:
+        self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        self.flush()
+
+    async def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=5)
+
+
+@dataclass
+class Probe:
+    """What the test routes saw: started, cancelled and finished handlers, bytes written."""
+
+    started: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)
+    written: dict[str, int] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def note(self) -> None:
+        self.changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+def probe_routes(probe: Probe) -> Callable[[web.Application, Hub], None]:
+    """Echo routes plus handlers that hang, stream forever, or read a body."""
+
+    def add(app: web.Application, hub: Hub) -> None:
+        async def hang(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(b"started\n")
+            probe.started.add(name)
+            probe.note()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                probe.cancelled.add(name)
+                probe.note()
+                raise
+            return response
+
+        async def endless(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            response = web.StreamResponse()
+            await response.prepare(request)
+            probe.written[name] = 0
+            chunk = b"x" * 16384
+            while True:
+                probe.blocked.add(name)
+                probe.note()
+                await response.write(chunk)
+                probe.blocked.discard(name)
+                probe.written[name] += len(chunk)
+                probe.note()
+
+        async def upload(request: web.Request) -> web.Response:
+            total = 0
+            async for chunk in request.content.iter_chunked(10000):
+                total += len(chunk)
+            return web.json_response({"received": total})
+
+        app.router.add_get(TEST_PREFIX + "/hang/{name}", hang)
+        app.router.add_get(TEST_PREFIX + "/endless/{name}", endless)
+        app.router.add_post(TEST_PREFIX + "/upload", upload)
+        echo_routes(app, hub)
+
+    return add
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+async def h2hub(pki: PKI, parent_kubeconfig: Path, probe: Probe) -> AsyncIterator[HubServer]:
+    server = HubServer(flag_settings(pki, parent_kubeconfig), extra_routes=probe_routes(probe))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def client(h2hub: HubServer, pki: PKI) -> AsyncIterator[H2Client]:
+    c = await H2Client.open(h2hub, pki.front_client)
+    yield c
+    await c.close()
+
+
+def tls_context(server: HubServer, pki: PKI, alpn: list[str]) -> ssl.SSLContext:
+    context = certs.client_context(server.hub.serving.cert_pem, pki.front_client)
+    context.set_alpn_protocols(alpn)
+    return context
+
+
+async def test_h2_request_goes_through_authentication_and_routing(
+    h2hub: HubServer, client: H2Client
+) -> None:
+    reply = await client.get(ECHO)
+    assert reply.status == 200
+    body = reply.json()
+    # The front-proxy identity was taken from the TLS connection's certificate + headers.
+    assert body["user"]["user"] == "alice"
+    assert "system:masters" in body["user"]["groups"]
+    assert dict(body["headers"])["Host"] == "127.0.0.1"
+    assert h2hub.listener.h2_connections_total == 1
+    assert h2hub.listener.h2_streams_total == 1
+    # Connection-specific headers never go out on HTTP/2.
+    assert "transfer-encoding" not in reply.headers
+    assert "connection" not in reply.headers
+    assert client.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == 1000
+
+
+async def test_without_the_front_proxy_certificate_the_headers_are_not_trusted(
+    h2hub: HubServer,
+) -> None:
+    anonymous = await H2Client.open(h2hub, None)
+    try:
+        reply = await anonymous.get(ECHO)
+        assert reply.status == 401
+        assert reply.json()["kind"] == "Status"
+    finally:
+        await anonymous.close()
+
+
+async def test_many_concurrent_streams_on_one_connection(
+    h2hub: HubServer, client: H2Client, probe: Probe
+) -> None:
+    ids = [client.request(f"{TEST_PREFIX}/hang/w{i}") for i in range(300)]
+    await probe.until(lambda: len(probe.started) == 300)
+    for stream_id in ids:
+        stream = await client.wait(stream_id, lambda s: s.data == b"started\n")
+        assert stream.status == 200
+    assert h2hub.listener.active_streams == 300
+    assert h2hub.listener.h2_connections_total == 1
+    # Short requests still pass between them.
+    assert (await client.get(ECHO)).status == 200
+
+
+async def test_rst_stream_cancels_that_handler_only(
+    h2hub: HubServer, client: H2Client, probe: Probe
+) -> None:
+    ids = {name: client.request(f"{TEST_PREFIX}/hang/{name}") for name in ("a", "b", "c")}
+    await probe.until(lambda: probe.started == {"a", "b", "c"})
+    client.reset(ids["b"])
+    await probe.until(lambda: "b" in probe.cancelled)
+    await asyncio.sleep(0.1)
+    assert probe.cancelled == {"b"}
+    assert h2hub.listener.active_streams == 2
+    assert (await client.get(ECHO)).status == 200
+
+
+async def test_a_stalled_stream_holds_at_most_its_window(
+    h2hub: HubServer, client: H2Client, probe: Probe
+) -> None:
+    stalled = client.request(f"{TEST_PREFIX}/endless/slow")
+    client.stalled.add(stalled)
+    window = 65535  # the client's initial stream window (h2's default)
+    # The handler writes until the stream's window is spent, then waits in write().
+    await probe.until(lambda: "slow" in probe.blocked and probe.written.get("slow", -1) >= 0)
+    await client.wait(stalled, lambda s: len(s.data) >= window - 16384)
+    await asyncio.sleep(0.3)
+    written = probe.written["slow"]
+    assert "slow" in probe.blocked
+    assert written <= window
+    assert len(client.streams[stalled].data) <= window
+    # Nothing piles up in the connection's write buffer, and other streams still flow.
+    flowing = client.request(f"{TEST_PREFIX}/endless/fast")
+    await client.wait(flowing, lambda s: len(s.data) >= 2 * 1024 * 1024)
+    transport_buffer = sum(
+        c.transport.get_write_buffer_size()
+        for c in h2hub.listener.connections
+        if c.transport is not None
+    )
+    assert transport_buffer <= 256 * 1024
+    assert probe.written["slow"] == written
+    client.reset(flowing)
+    client.reset(stalled)
+
+
+async def test_request_bodies_larger_than_the_window_flow(client: H2Client) -> None:
+    body = b"y" * (1024 * 1024 + 17)  # four stream windows
+    stream_id = client.request(f"{TEST_PREFIX}/upload", method="POST", body=None, end=False)
+    sent = 0
+    while sent < len(body):
+        window = client.conn.local_flow_control_window(stream_id)
+        if window == 0:
+            client.changed.clear()
+            await asyncio.wait_for(client.changed.wait(), 10)
+            continue
+        size = min(window, client.conn.max_outbound_frame_size, len(body) - sent)
+        client.conn.send_data(stream_id, body[sent : sent + size])
+        sent += size
+        client.flush()
+    client.conn.end_stream(stream_id)
+    client.flush()
+    reply = await client.response(stream_id)
+    assert reply.status == 200
+    assert reply.json() == {"received": len(body)}
+
+
+@pytest.mark.parametrize(
+    ("garbage", "code"),
+    [
+        # A frame header announcing 16 MiB: refused at the header, not after buffering it.
+        (b"\xff" * 64, h2.errors.ErrorCodes.FRAME_SIZE_ERROR),
+        # DATA on stream 0.
+        (b"\x00\x00\x03\x00\x00\x00\x00\x00\x00abc", h2.errors.ErrorCodes.PROTOCOL_ERROR),
+    ],
+)
+async def test_garbage_after_the_preface_is_a_goaway_and_the_hub_serves_on(
+    h2hub: HubServer, client: H2Client, pki: PKI, garbage: bytes, code: int
+) -> None:
+    assert (await client.get(ECHO)).status == 200
+    client.writer.write(garbage)
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.terminated is not None
+    assert client.terminated.error_code == code
+    for _ in range(100):
+        if not h2hub.listener.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not h2hub.listener.connections
+    other = await H2Client.open(h2hub, pki.front_client)
+    try:
+        assert (await other.get(ECHO)).status == 200
+    finally:
+        await other.close()
+
+
+async def test_oversize_headers_are_a_goaway_and_the_hub_serves_on(
+    h2hub: HubServer, client: H2Client, pki: PKI
+) -> None:
+    huge = [(f"x-big-{i}", "v" * 8000) for i in range(12)]  # about 96 KiB > 64 KiB
+    client.request(ECHO, headers=[*FRONT, *huge])
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.terminated is not None
+    assert client.terminated.error_code != h2.errors.ErrorCodes.NO_ERROR
+    other = await H2Client.open(h2hub, pki.front_client)
+    try:
+        assert (await other.get(ECHO)).status == 200
+    finally:
+        await other.close()
+
+
+async def test_connect_and_upgrades_on_h2_get_a_status(client: H2Client) -> None:
+    stream_id = client.conn.get_next_available_stream_id()
+    client.streams[stream_id] = Stream()
+    client.conn.send_headers(
+        stream_id, [(":method", "CONNECT"), (":authority", "127.0.0.1:1"), *FRONT]
+    )
+    client.flush()
+    reply = await client.response(stream_id)
+    assert reply.status == 405
+    status = reply.json()
+    assert status["kind"] == "Status"
+    assert "HTTP/1.1" in status["message"]
+    # The connection is fine afterwards.
+    assert (await client.get(ECHO)).status == 200
+
+
+async def test_http11_clients_are_unaffected(h2hub: HubServer, pki: PKI) -> None:
+    # Clients offering http/1.1 by ALPN, and clients offering no ALPN at all (aiohttp's
+    # default, old clients), get aiohttp's HTTP/1.1 server as before.
+    for alpn in (["http/1.1"], []):
+        connector = aiohttp.TCPConnector(ssl=tls_context(h2hub, pki, alpn))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(h2hub.url + ECHO, headers=FRONT) as response,
+        ):
+            assert response.status == 200
+            assert response.version == aiohttp.HttpVersion11
+            assert (await response.json())["user"]["user"] == "alice"
+    assert h2hub.listener.http11_connections_total == 2
+    assert h2hub.listener.h2_connections_total == 0
+
+
+async def test_alpn_prefers_h2_and_the_flag_turns_it_off(
+    start_hub: HubFactory, pki: PKI, parent_kubeconfig: Path
+) -> None:
+    on = await start_hub(flag_settings(pki, parent_kubeconfig))
+    off = await start_hub(replace(flag_settings(pki, parent_kubeconfig), http2=False))
+    for server, expected in ((on, "h2"), (off, "http/1.1")):
+        context = tls_context(server, pki, ["h2", "http/1.1"])
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context)
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == expected
+        writer.close()
+    # Offering only h2 to the HTTP/1.1-only hub negotiates nothing (then it is HTTP/1.1).
+    context = tls_context(off, pki, ["h2"])
+    _, writer = await asyncio.open_connection("127.0.0.1", off.port, ssl=context)
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+    writer.close()
+    assert off.listener.h2_connections_total == 0
+
+
+async def test_shutdown_sends_goaway_lets_streams_finish_then_cancels(
+    pki: PKI, parent_kubeconfig: Path, probe: Probe
+) -> None:
+    server = HubServer(flag_settings(pki, parent_kubeconfig), extra_routes=probe_routes(probe))
+    await server.start()
+    c = await H2Client.open(server, pki.front_client)
+    try:
+        c.request(f"{TEST_PREFIX}/hang/long")
+        await probe.until(lambda: "long" in probe.started)
+        stopping = asyncio.ensure_future(server.stop())
+        await asyncio.wait_for(c.changed.wait(), 5)
+        for _ in range(50):
+            if c.terminated is not None:
+                break
+            c.changed.clear()
+            await asyncio.wait_for(c.changed.wait(), 5)
+        assert c.terminated is not None
+        assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert "long" not in probe.cancelled  # in flight: it gets the grace period
+        await asyncio.wait_for(stopping, 10)
+        assert "long" in probe.cancelled  # after the grace (1 s in these settings)
+        await asyncio.wait_for(c.closed.wait(), 5)
+    finally:
+        await c.close()
