@@ -75,8 +75,12 @@ class H2Client:
     @classmethod
     async def open(cls, server: HubServer, client: certs.Pair | None) -> H2Client:
         context = certs.client_context(server.hub.serving.cert_pem, client)
+        return await cls.connect(server.port, context)
+
+    @classmethod
+    async def connect(cls, port: int, context: ssl.SSLContext) -> H2Client:
         context.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=context)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
         ssl_object = writer.get_extra_info("ssl_object")
         assert ssl_object.selected_alpn_protocol() == "h2"
         self = cls(reader, writer)
