@@ -58,6 +58,15 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "t", "yes"):
+        return True
+    if lowered in ("false", "0", "f", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusternet-hub", description=__doc__.split("\n")[0])
     add = p.add_argument
@@ -81,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tunnel-keepalive-misses", type=int, default=3, help=argparse.SUPPRESS)
     add("--shutdown-delay-duration", type=float, default=0.0,
         help="seconds between not-ready and closing the listener on SIGTERM")  # fmt: skip
+    add("--http2", type=_bool, nargs="?", const=True, default=True,
+        help="offer HTTP/2 (ALPN h2) beside HTTP/1.1; false: HTTP/1.1 only")  # fmt: skip
     add("-v", "--v", dest="verbosity", type=int, default=0, help="log level (klog style)")
     add("--log-format", choices=("text", "json"), default="text")
     return p
@@ -108,6 +119,7 @@ def settings_from_args(args: argparse.Namespace) -> HubSettings:
         tunnel_keepalive_interval=args.tunnel_keepalive_interval,
         tunnel_keepalive_misses=args.tunnel_keepalive_misses,
         shutdown_delay_seconds=args.shutdown_delay_duration,
+        http2=args.http2,
     )
     settings.validate()
     return settings

@@ -512,3 +512,14 @@ async def test_shutdown_sends_goaway_lets_streams_finish_then_cancels(
         await asyncio.wait_for(c.closed.wait(), 5)
     finally:
         await c.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], True), (["--http2"], True), (["--http2=false"], False), (["--http2", "true"], True)],
+)
+def test_the_http2_flag(argv: list[str], expected: bool) -> None:
+    from clusternet_aa.cli import hub as cli
+
+    args = cli.build_parser().parse_args(["--secure-port", "0", *argv])
+    assert cli.settings_from_args(args).http2 is expected
