@@ -2,10 +2,12 @@
 
 For each HTTP stream the hub opens, the executor calls the child's API server (or another
 allowed target) with the agent's own credentials plus impersonation of the mapped parent
-identity, and streams the answer back. Plain requests go through one pooled aiohttp session,
-so there is no TCP or TLS handshake per request. Upgrades (exec, attach, port-forward, over
-websocket or SPDY) use a raw HTTP/1.1 connection driven by h11: after the child's 101, bytes
-are copied both ways untouched, so websocket close codes and SPDY frames arrive exactly as sent.
+identity, and streams the answer back. Plain requests go through the lean pooled HTTP/1.1 client
+of :mod:`child_client` (keep-alive, httptools parsing, body chunks straight into the stream), so
+there is no TCP or TLS handshake per request and little Python per request. Upgrades (exec,
+attach, port-forward, over websocket or SPDY) use a raw HTTP/1.1 connection driven by h11: after
+the child's 101, bytes are copied both ways untouched, so websocket close codes and SPDY frames
+arrive exactly as sent.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ import logging
 import re
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import h11
 from yarl import URL
 
 from clusternet_aa.identity import METADATA_KEY, UserInfo
 from clusternet_aa.proxy import headers as hop
 from clusternet_aa.proxy import identity_mapping
+from clusternet_aa.proxy.child_client import ChildClient, ChildResponse, Origin
 from clusternet_aa.proxy.dialer import Dialer, DialPolicy
 from clusternet_aa.tunnel import relay
 from clusternet_aa.tunnel.protocol import frames
@@ -44,6 +46,9 @@ BODY_KEY = "body"
 CONTENT_LENGTH_KEY = "content_length"
 
 _MAX_RESPONSE_HEAD = 64 * 1024
+#: Idle keep-alive connections kept per origin (connections in use are not limited: each
+#: watch holds one).
+MAX_IDLE_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +79,21 @@ class _Target:
         """The base URL without its trailing slash, to which request paths are appended."""
         return str(self.base).rstrip("/")
 
+    @property
+    def path_prefix(self) -> str:
+        """The base URL's path without its trailing slash: the request target's start."""
+        return self.base.raw_path.rstrip("/")
+
+    def origin(self, ssl_context: ssl.SSLContext | None, default: ssl.SSLContext) -> Origin:
+        """The pool key: scheme, host, port and the TLS context the connection uses."""
+        https = self.base.scheme == "https"
+        return Origin(
+            host=self.base.host or "",
+            port=self.base.port or (443 if https else 80),
+            ssl_context=(ssl_context or default) if https else None,
+            authority=self.base.raw_authority,
+        )
+
 
 class Executor:
     """Tunnel stream handler of the agent: HTTP streams to the child, dial streams to sockets."""
@@ -96,21 +116,27 @@ class Executor:
         #: The own API server's target and URL prefix, parsed once rather than per request.
         self._own = _Target(URL(child.url), child.ssl_context, own_apiserver=True)
         self._own_prefix = self._own.prefix
+        self._own_path_prefix = self._own.path_prefix
+        #: Verifies url targets and an own API server given without a TLS context, as
+        #: aiohttp's ``ssl=True`` did (system trust, ``SSL_CERT_FILE``).
+        self._default_tls = ssl.create_default_context()
+        self._own_origin = self._own.origin(child.ssl_context, self._default_tls)
         self._connect_timeout = connect_timeout
-        self._client: aiohttp.ClientSession | None = None
+        self._client: ChildClient | None = None
         self._cert_contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
         #: TCP connections the pool has opened; pooling shows as a number far below requests.
         self.connections_opened = 0
 
     async def __aenter__(self) -> Executor:
-        # Connections are counted by the connector itself: a TraceConfig would cost every
-        # request a few signal dispatches for this one counter.
-        self._client = aiohttp.ClientSession(
-            connector=_CountingConnector(self, limit=0, ssl=self._child.ssl_context or True),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+        self._client = ChildClient(
+            connect_timeout=self._connect_timeout,
+            max_idle=MAX_IDLE_CONNECTIONS,
+            on_connect=self._count_connection,
         )
         return self
+
+    def _count_connection(self) -> None:
+        self.connections_opened += 1
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._client is not None:
@@ -125,20 +151,25 @@ class Executor:
         try:
             target = self._resolve(stream.metadata.get(TARGET_KEY))
             out_headers, ssl_context = self._credentials(target, stream.metadata, head)
-            _check_request(head.path, out_headers)
+            _check_request(head.method, head.path, out_headers)
         except PermissionError as exc:
             stream.reset(ErrorCode.FORBIDDEN, str(exc))
             return
         except ValueError as exc:
             stream.reset(ErrorCode.PROTOCOL_ERROR, str(exc)[:200])
             return
-        prefix = self._own_prefix if target is self._own else target.prefix
-        url = URL(prefix + head.path, encoded=True)
         if stream.metadata.get(UPGRADE_KEY):
+            prefix = self._own_prefix if target is self._own else target.prefix
+            url = URL(prefix + head.path, encoded=True)
             await self._upgrade(stream, head.method, url, out_headers, ssl_context)
+            return
+        if target is self._own and ssl_context is self._own.ssl_context:
+            origin, path = self._own_origin, self._own_path_prefix + head.path
         else:
-            body = bool(stream.metadata.get(BODY_KEY))
-            await self._forward(stream, head.method, url, out_headers, ssl_context, body)
+            origin = target.origin(ssl_context, self._default_tls)
+            path = target.path_prefix + head.path
+        body = bool(stream.metadata.get(BODY_KEY))
+        await self._forward(stream, head.method, origin, path, out_headers, body)
 
     # ------------------------------------------------------------------ request setup
 
@@ -199,39 +230,31 @@ class Executor:
         self,
         stream: TunnelStream,
         method: str,
-        url: URL,
+        origin: Origin,
+        path: str,
         out_headers: list[tuple[str, str]],
-        ssl_context: ssl.SSLContext | None,
         has_body: bool,
     ) -> None:
         assert self._client is not None, "use the executor as an async context manager"
-        data = _read_body(stream) if has_body else None
         started = False
+
+        def send_head(response: ChildResponse) -> None:
+            nonlocal started
+            metadata: dict[str, Any] = {}
+            if response.content_length is not None and response.content_length >= 0:
+                metadata[CONTENT_LENGTH_KEY] = response.content_length
+            stream.send_headers(
+                response.status, hop.forwardable_response_headers(response.headers), metadata
+            )
+            started = True
+
         try:
-            async with self._client.request(
-                method,
-                url,
-                headers=out_headers,
-                data=data,
-                ssl=ssl_context if ssl_context is not None else True,
-                allow_redirects=False,
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-            ) as response:
-                raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers]
-                metadata = {}
-                if response.content_length is not None:
-                    metadata[CONTENT_LENGTH_KEY] = response.content_length
-                stream.send_headers(
-                    response.status, hop.forwardable_response_headers(raw), metadata
-                )
-                started = True
-                async for chunk in response.content.iter_any():
-                    stream.write(chunk)
-                    await stream.drain()
-                stream.write_eof()
+            await self._client.forward(
+                stream, origin, method, path, out_headers, has_body=has_body, on_head=send_head
+            )
         except StreamResetError:
-            return  # the hub gave up on the stream; the pooled connection is released
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return  # the hub gave up on the stream; the child connection is closed
+        except (OSError, TimeoutError) as exc:
             code = ErrorCode.INTERNAL_ERROR if started else ErrorCode.DIAL_FAILED
             stream.reset(code, f"child apiserver: {type(exc).__name__}: {exc}"[:200])
 
@@ -338,35 +361,23 @@ class Executor:
 
 #: Bytes that must never reach a request line or a header: they would end it early.
 _LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: An HTTP method is a token (RFC 9110 §9.1).
+_METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _check_request(path: str, headers: list[tuple[str, str]]) -> None:
-    """Refuse what the hub should never send: a path that does not start with ``/`` (the
-    target URL is base + path, so ``@host/`` would name another host) or contains spaces or
-    control characters, and header names or values (identities included) with line breaks."""
+def _check_request(method: str, path: str, headers: list[tuple[str, str]]) -> None:
+    """Refuse what the hub should never send: a method that is not a token or a path that
+    does not start with ``/`` (the target URL is base + path, so ``@host/`` would name another
+    host) or contains spaces or control characters, and header names or values (identities
+    included) with line breaks. The request head is written as given, so this is what keeps
+    a hostile stream from smuggling a second request to the child."""
+    if not _METHOD.match(method):
+        raise ValueError(f"refusing request method {method[:20]!r}")
     if not path.startswith("/") or " " in path or _LINE_BREAKERS.search(path):
         raise ValueError(f"refusing request path {path[:100]!r}")
     for name, value in headers:
         if _LINE_BREAKERS.search(name) or _LINE_BREAKERS.search(value) or ":" in name:
             raise ValueError(f"refusing header {name[:100]!r}: control characters")
-
-
-class _CountingConnector(aiohttp.TCPConnector):
-    """A TCPConnector that counts the connections it opens on its executor."""
-
-    def __init__(self, executor: Executor, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._executor = executor
-
-    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        protocol = await super()._create_connection(*args, **kwargs)
-        self._executor.connections_opened += 1
-        return protocol
-
-
-async def _read_body(stream: TunnelStream) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        yield chunk
 
 
 def _context_with_client_cert(
