@@ -53,6 +53,17 @@ from benchmarks._ssh import ForwardingSsh, start_ssh_forward
 
 REPO = Path(__file__).resolve().parent.parent
 PATHS = ("tcp", "tls", "ssh", "tunnel")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` from /proc/PID/stat: the CPU a process spent, whoever else
+    shares the machine (throughput on a shared machine is noisy; CPU per MiB much less so)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 SECTIONS = ("bulk", "concurrent", "hol", "idle")
 KiB = 1024
 
@@ -362,14 +373,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 samples: dict[str, dict[str, list[float]]] = {
                     d: {p: [] for p in paths} for d in ("download", "upload")
                 }
+                cpu: dict[str, list[float]] = {}
+                pids = {"hub": hub.proc.pid, "agent": agent.proc.pid}
                 for r in range(args.rounds):
                     order = paths[r % len(paths) :] + paths[: r % len(paths)]
                     for direction in ("download", "upload"):
                         for path in order:
                             port, context = ports[path]
+                            before = {who: cpu_seconds(pid) for who, pid in pids.items()}
                             mbps = await bulk_once(port, bulk_size, direction, context)
                             samples[direction][path].append(mbps)
                             log(f"  bulk round {r + 1} {direction:8} {path:6} {mbps:9.1f} MB/s")
+                            if path == "tunnel":
+                                for who, pid in pids.items():
+                                    ms = (cpu_seconds(pid) - before[who]) * 1e3
+                                    cpu.setdefault(f"{who}_{direction}", []).append(
+                                        ms / (bulk_size / MiB)
+                                    )
                 bulk: dict[str, Any] = {
                     d: {p: summary(v) for p, v in by_path.items()} for d, by_path in samples.items()
                 }
@@ -382,6 +402,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 report["bulk_mbps"] = bulk
                 report["bulk_ratios"] = ratios
+                report["bulk_cpu_ms_per_mib"] = {k: summary(v) for k, v in cpu.items()}
 
             # 2. concurrent streams
             if "concurrent" in args.only:
@@ -575,6 +596,10 @@ def table(report: dict[str, Any]) -> str:
         cells = [_fmt(by_path.get(p, {})) for p in PATHS]
         rcells = [_fmt_ratio(ratios.get(f"tunnel/{b}")) for b in ("ssh", "tls", "tcp")]
         lines.append(f"| bulk {direction} {mib:g} MiB, MB/s | " + " | ".join(cells + rcells) + " |")
+    for key, stat in report.get("bulk_cpu_ms_per_mib", {}).items():
+        who, direction = key.split("_", 1)
+        cells = ["", "", "", _fmt(stat, digits=2), "", "", ""]
+        lines.append(f"| bulk {direction}: {who} CPU ms per MiB | " + " | ".join(cells) + " |")
     if "concurrent" in report:
         conc = report["concurrent"]
         n = inputs["concurrent_streams"]
