@@ -1100,7 +1100,7 @@ async def _watch_figure(
                 "hub_rss_per_watch_bytes": (rss - base) / size,
             }
         if args.trace_watches:
-            traced = await fleet.debug(hub_url, path="/tracemalloc/diff", method="POST")
+            traced = await fleet.debug(hub_url, path="/tracemalloc/diff?n=40", method="POST")
             out["tracemalloc_per_watch_bytes"] = traced["total"] / have
             out["tracemalloc_top"] = traced["top"]
     finally:

@@ -82,6 +82,9 @@ class Http2Settings:
     #: Connection window for request bodies (returned as bytes arrive, so only a bound on
     #: bytes in flight on the link).
     connection_window: int = 1024 * 1024
+    #: Seconds a connection without streams stays open (GOAWAY, then close): aiohttp's
+    #: keep-alive timeout for HTTP/1.1, so an idle client costs the same on either protocol.
+    idle_timeout: float = 75.0
 
 
 class Http2Listener:
@@ -494,6 +497,7 @@ class _H2Protocol(asyncio.Protocol):
         #: (the client preface first), and a header split across reads.
         self._skip = 24  # the client connection preface
         self._partial = b""
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -507,6 +511,7 @@ class _H2Protocol(asyncio.Protocol):
         if extra > 0:
             self.h2.increment_flow_control_window(extra)
         self.flush()
+        self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -558,9 +563,22 @@ class _H2Protocol(asyncio.Protocol):
             self._skip = length
         return True
 
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is None and not self._closed:
+            timeout = self.listener.settings.idle_timeout
+            self._idle_timer = self._loop.call_later(timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle_timer = None
+        if not self.streams:
+            self.close(h2.errors.ErrorCodes.NO_ERROR)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.transport = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         error = ConnectionResetError("the HTTP/2 connection was lost")
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -674,6 +692,9 @@ class _H2Protocol(asyncio.Protocol):
         if self._draining or len(self.streams) >= settings.max_concurrent_streams:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         stream = _H2Stream(self, stream_id)
         self.listener.h2_streams_total += 1
         message, problem = _request_message(event.headers)
@@ -737,8 +758,11 @@ class _H2Protocol(asyncio.Protocol):
                 stream.reset(h2.errors.ErrorCodes.NO_ERROR)
         stream.closed = True
         stream.task = None
-        if self._draining and not self.streams:
-            self.close(h2.errors.ErrorCodes.NO_ERROR)
+        if not self.streams:
+            if self._draining:
+                self.close(h2.errors.ErrorCodes.NO_ERROR)
+            else:
+                self._arm_idle_timer()
 
     # --- ends --------------------------------------------------------------------------------
 
@@ -786,6 +810,29 @@ def _reason(code: int) -> str:
         return "Error"
 
 
+#: Header names and short values seen recently, as (bytes, str) to share between requests: an
+#: idle watch keeps its request headers for hours, and thousands of watches from one
+#: aggregator repeat the same names and mostly the same values. Cleared when full, so junk
+#: cannot pin it.
+_SHARED: dict[bytes, tuple[bytes, str]] = {}
+_SHARED_MAX_ENTRIES = 4096
+_SHARED_MAX_LENGTH = 128
+
+
+def _shared(data: bytes) -> tuple[bytes, str]:
+    """``data`` and its text (UTF-8, undecodable bytes kept as surrogates, as aiohttp does),
+    one shared copy of each for short strings."""
+    known = _SHARED.get(data)
+    if known is not None:
+        return known
+    pair = (data, data.decode("utf-8", "surrogateescape"))
+    if len(data) <= _SHARED_MAX_LENGTH:
+        if len(_SHARED) >= _SHARED_MAX_ENTRIES:
+            _SHARED.clear()
+        _SHARED[data] = pair
+    return pair
+
+
 def _request_message(
     headers: Iterable[tuple[bytes, bytes]],
 ) -> tuple[RawRequestMessage | None, StatusError | None]:
@@ -807,11 +854,12 @@ def _request_message(
             elif name == b":protocol":
                 extended = True
             continue
-        text = value.decode("utf-8", "surrogateescape")
+        value, text = _shared(value)
         if name == b"cookie":  # split cookie fields are joined again (RFC 9113 8.2.3)
             cookies.append(text)
             continue
-        fields.add(name.decode("latin-1"), text)
+        name, key = _shared(name)
+        fields.add(key, text)
         raw.append((name, value))
     if cookies:
         joined = "; ".join(cookies)

@@ -22,8 +22,11 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+import trustme
 from aiohttp import web
 
+from clusternet_aa.apiserver.http2 import Http2Listener, Http2Settings
+from clusternet_aa.apiserver.tls import offer_alpn
 from clusternet_aa.hub.app import Hub
 from clusternet_aa.hub.server import HubServer
 from tests.hub import certs
@@ -523,3 +526,57 @@ def test_the_http2_flag(argv: list[str], expected: bool) -> None:
 
     args = cli.build_parser().parse_args(["--secure-port", "0", *argv])
     assert cli.settings_from_args(args).http2 is expected
+
+
+@pytest.fixture
+async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext]]:
+    """A listener with a short idle timeout in front of a two-route application."""
+
+    async def ping(_: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.8)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    assert runner.server is not None
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ssl)
+    offer_alpn(server_ssl, http2=True)
+    client_ssl = ssl.create_default_context()
+    ca.configure_trust(client_ssl)
+    listener = Http2Listener(runner.server, settings=Http2Settings(idle_timeout=0.3))
+    server = await asyncio.get_running_loop().create_server(
+        listener, "127.0.0.1", 0, ssl=server_ssl
+    )
+    try:
+        yield server.sockets[0].getsockname()[1], client_ssl
+    finally:
+        server.close()
+        await asyncio.gather(listener.shutdown(1), runner.cleanup())
+
+
+async def test_idle_connections_get_goaway_after_the_idle_timeout(
+    bare: tuple[int, ssl.SSLContext],
+) -> None:
+    port, context = bare
+    c = await H2Client.connect(port, context)
+    try:
+        reply = await c.get("/ping", headers=[])
+        assert bytes(reply.data) == b"pong"
+        # A request in flight keeps it open past the timeout...
+        slow = await c.get("/slow", headers=[])
+        assert bytes(slow.data) == b"done"
+        assert c.terminated is None
+        # ...then, idle, it is closed with GOAWAY NO_ERROR.
+        await asyncio.wait_for(c.closed.wait(), 5)
+        assert c.terminated is not None
+        assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+    finally:
+        await c.close()
