@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from aiohttp import web
+from cryptography import x509
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from clusternet_aa.apiserver import tls
@@ -60,6 +61,9 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/healthz/", "/livez/", "/readyz/", "/openapi/v3/")
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: Parsed client certificates kept by their DER bytes (the aggregator presents one certificate
+#: on every request; parsing it each time was the largest part of authentication).
+_CERT_CACHE_SIZE = 256
 
 
 def is_public_path(path: str) -> bool:
@@ -172,11 +176,34 @@ class Authenticator:
     def __init__(self, trust: Trust, tokens: TokenReviewer | None) -> None:
         self.trust = trust
         self.tokens = tokens
+        self._certs: dict[bytes, x509.Certificate] = {}
+
+    def peer_certificate(self, request: web.BaseRequest) -> x509.Certificate | None:
+        """:func:`tls.peer_certificate`, parsed once per distinct certificate.
+
+        The same DER bytes always parse to the same certificate, and the trust verdicts are
+        cached per certificate object in the snapshot, so reusing the object also makes those
+        lookups cheaper; nothing about trust is cached here.
+        """
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is None:
+            return tls.peer_certificate(request)
+        der: bytes | None = ssl_object.getpeercert(binary_form=True)
+        if not der:
+            return None
+        cert = self._certs.get(der)
+        if cert is None:
+            cert = x509.load_der_x509_certificate(der)
+            if len(self._certs) >= _CERT_CACHE_SIZE:
+                self._certs.clear()
+            self._certs[der] = cert
+        return cert
 
     async def authenticate(self, request: web.BaseRequest) -> UserInfo | None:
         """The caller, None when it presented nothing usable; 401 StatusError for bad tokens."""
         snapshot = self.trust.snapshot
-        cert = tls.peer_certificate(request)
+        cert = self.peer_certificate(request)
         if cert is not None:
             problem = snapshot.verify_front_proxy(cert)
             if problem is None:

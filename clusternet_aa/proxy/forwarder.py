@@ -218,20 +218,27 @@ class Forwarder:
         kind = "upgrade" if upgrade else "http"
         if self._metrics is not None:
             self._metrics.stream_opened(kind)
+        finished = False
         try:
             if upgrade:
                 return await self._upgrade(request, stream, cluster_id)
-            return await self._forward(request, stream, cluster_id)
+            response, finished = await self._forward(request, stream, cluster_id)
+            return response
         finally:
-            # Whatever ended the request (completion, error, the client hanging up and aiohttp
-            # cancelling us), the stream must not outlive it; on a finished stream this is a no-op.
-            stream.reset(ErrorCode.CANCEL, "request ended")
+            # Whatever ended the request (error, the client hanging up and aiohttp cancelling
+            # us, an upload still running), the stream must not outlive it. A stream that
+            # finished both ways is left alone: resetting it would change nothing on the wire
+            # but still wake the session's writer once per request.
+            if not finished:
+                stream.reset(ErrorCode.CANCEL, "request ended")
             if self._metrics is not None:
                 self._metrics.stream_closed(kind)
 
     async def _forward(
         self, request: web.Request, stream: TunnelStream, cluster_id: str
-    ) -> web.StreamResponse:
+    ) -> tuple[web.StreamResponse, bool]:
+        """The response, and whether the stream finished both ways (the child's body read to
+        its end, our side ended, no upload still running)."""
         upload = (
             asyncio.ensure_future(self._upload(request, stream)) if request.body_exists else None
         )
@@ -262,13 +269,13 @@ class Forwarder:
                 if self._metrics is not None:
                     self._metrics.bytes_transferred("down", len(chunk))
             await response.write_eof()
-            return response
+            return response, upload is None or upload.done()
         except StreamResetError as exc:
             if response is None:
                 raise
             logger.info("cluster %s: stream failed mid-response: %s", cluster_id, exc)
             _abort(request)
-            return response
+            return response, False
         except (ConnectionError, asyncio.CancelledError):
             stream.reset(ErrorCode.CANCEL, "client went away")
             raise
