@@ -8,7 +8,9 @@ sends can be looked at (and a stream can be left unread on purpose).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -580,3 +582,41 @@ async def test_idle_connections_get_goaway_after_the_idle_timeout(
         assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
     finally:
         await c.close()
+
+
+async def test_random_bytes_never_escape_into_the_loop(
+    bare: tuple[int, ssl.SSLContext], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seeded random frames and bytes after the preface: each connection ends (GOAWAY or
+    close) or carries on, nothing reaches the loop's exception handler, and the listener
+    keeps serving."""
+    port, context = bare
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, ctx: errors.append(ctx))
+    rng = random.Random(8)
+    try:
+        for _ in range(40):
+            c = await H2Client.connect(port, context)
+            try:
+                frame_type = rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, rng.randrange(256)])
+                length = rng.choice([0, 1, 5, 8, 100, rng.randrange(17000)])
+                stream = rng.choice([0, 1, 2, 3, rng.randrange(2**31)])
+                flags = rng.randrange(256)
+                payload = rng.randbytes(length)
+                header = length.to_bytes(3, "big") + bytes([frame_type, flags])
+                c.writer.write(header + stream.to_bytes(4, "big") + payload)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(c.closed.wait(), 0.2)
+            finally:
+                await c.close()
+        ok = await H2Client.connect(port, context)
+        try:
+            assert bytes((await ok.get("/ping", headers=[])).data) == b"pong"
+        finally:
+            await ok.close()
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+    # Every fault was a protocol error h2 answered, none an unexpected exception of ours.
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
