@@ -66,6 +66,9 @@ _CONNECTION_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: DATA bytes put into one TLS write at most: fewer records and syscalls than one per frame,
+#: and at most this much waits in h2's output before the transport's high-water check.
+_FLUSH_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,12 +381,13 @@ class _H2Stream(AbstractStreamWriter):
         """HTTP/2 frames bodies itself; the Transfer-Encoding header is dropped on the way out."""
 
     async def _send(self, data: bytes | bytearray | memoryview, *, end_stream: bool) -> None:
-        """Send ``data`` within the peer's windows, one frame at a time while the TLS
-        transport accepts more, waiting for credit instead of buffering."""
+        """Send ``data`` within the peer's windows, frames batched up to ``_FLUSH_BYTES`` per
+        TLS write while the transport accepts more, waiting for credit instead of buffering."""
         connection = self.connection
         conn = connection.h2
         view = memoryview(data)
         self._send_head(end_stream=False)
+        batch = 0
         while True:
             self._check_open()
             if not view:
@@ -391,6 +395,9 @@ class _H2Stream(AbstractStreamWriter):
                     self._end()
                 connection.flush()
                 return
+            if batch >= _FLUSH_BYTES:
+                connection.flush()
+                batch = 0
             await connection.writable()
             self._check_open()
             try:
@@ -399,19 +406,23 @@ class _H2Stream(AbstractStreamWriter):
                 )
                 if size <= 0:
                     connection.flush()
+                    batch = 0
                     await self._wait_window()
                     continue
                 last = end_stream and size == len(view)
-                conn.send_data(self.id, bytes(view[:size]), end_stream=last)
+                piece = (  # no copy of a write that fits one frame
+                    data if isinstance(data, bytes) and size == len(data) else bytes(view[:size])
+                )
+                conn.send_data(self.id, piece, end_stream=last)
             except h2.exceptions.ProtocolError as exc:
                 self.closed = True
                 raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
             view = view[size:]
+            batch += size
             if last:
                 self._ended = True
                 connection.flush()
                 return
-            connection.flush()
 
     def _check_open(self) -> None:
         if self.closed:
