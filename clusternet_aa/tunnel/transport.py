@@ -67,8 +67,10 @@ class WebSocketTransport:
     and flushes them with one syscall), and a client masks the message in place, in a buffer
     it owns: no copy when the session hands over a bytearray, one otherwise. The masking key
     comes from ``os.urandom`` (RFC 6455 §5.3 asks for an unpredictable key; aiohttp's own
-    writer uses a seeded Mersenne Twister). Control frames (ping, pong, close) still go
-    through aiohttp; each frame is written synchronously, so frames never interleave.
+    writer uses a seeded Mersenne Twister). A small message (a WINDOW_UPDATE, a PING, a small
+    response) is joined to its header instead, so that it stays one TLS record. Control
+    frames (ping, pong, close) still go through aiohttp; each frame is written synchronously,
+    so frames never interleave.
     """
 
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
@@ -97,6 +99,11 @@ class WebSocketTransport:
             await self._ws.close(code=code, message=reason.encode()[:120])
 
 
+#: Messages up to this size are written with their header in one buffer (one TLS record, the
+#: copy is cheap); larger ones as two buffers in one ``writelines`` (no copy of the payload).
+SMALL_MESSAGE = 16 * 1024
+
+
 async def _send_binary(writer: Any, message: Message) -> None:
     """Write one binary frame straight to ``writer``'s transport, then wait while the
     transport is paused, as aiohttp's own ``send_frame`` does (minus its extra copies)."""
@@ -104,13 +111,15 @@ async def _send_binary(writer: Any, message: Message) -> None:
     if writer._closing or transport.is_closing():
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
     size = len(message)
-    if writer.use_mask:
-        mask = os.urandom(4)
+    mask = os.urandom(4) if writer.use_mask else None
+    payload: Message = message
+    if mask is not None:
         payload = message if isinstance(message, bytearray) else bytearray(message)
         websocket_mask(mask, payload)
-        transport.writelines((frame_header(size, mask), payload))
+    if size <= SMALL_MESSAGE:
+        transport.write(frame_header(size, mask) + payload)
     else:
-        transport.writelines((frame_header(size, None), message))
+        transport.writelines((frame_header(size, mask), payload))
     protocol = writer.protocol
     if protocol._paused:
         await protocol._drain_helper()

@@ -15,7 +15,12 @@ from aiohttp import web
 
 from clusternet_aa.tunnel.protocol import frames
 from clusternet_aa.tunnel.streams import TunnelStream
-from clusternet_aa.tunnel.transport import WebSocketTransport, _send_binary, frame_header
+from clusternet_aa.tunnel.transport import (
+    SMALL_MESSAGE,
+    WebSocketTransport,
+    _send_binary,
+    frame_header,
+)
 
 
 def unmask(mask: bytes, data: bytes | bytearray) -> bytes:
@@ -59,6 +64,9 @@ class FakeTransport:
     def writelines(self, parts: tuple[Any, ...]) -> None:
         self.writes.append(parts)
 
+    def write(self, data: bytes) -> None:
+        self.writes.append((data,))
+
     def is_closing(self) -> bool:
         return self.closing
 
@@ -90,19 +98,31 @@ async def test_client_masks_a_bytearray_in_place_with_fresh_keys() -> None:
 
 async def test_client_copies_immutable_bytes_once_and_leaves_them_alone() -> None:
     writer = FakeWriter(use_mask=True)
-    payload = b"hello tunnel" * 100
+    payload = b"hello tunnel" * 2000
     await _send_binary(writer, payload)
     ((header, body),) = writer.transport.writes
     assert type(body) is bytearray
-    assert unmask(header[-4:], body) == payload == b"hello tunnel" * 100
+    assert unmask(header[-4:], body) == payload == b"hello tunnel" * 2000
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+async def test_small_message_is_one_write_with_its_header(use_mask: bool) -> None:
+    writer = FakeWriter(use_mask=use_mask)
+    payload = os.urandom(SMALL_MESSAGE)
+    await _send_binary(writer, bytearray(payload))
+    ((frame,),) = writer.transport.writes
+    header = frame_header(len(payload), frame[4:8] if use_mask else None)
+    assert frame[: len(header)] == header
+    body = frame[len(header) :]
+    assert (unmask(header[-4:], body) if use_mask else body) == payload
 
 
 async def test_server_writes_the_message_unmasked_and_uncopied() -> None:
     writer = FakeWriter(use_mask=False, paused=True)
-    payload = os.urandom(1000)
+    payload = os.urandom(SMALL_MESSAGE + 1)
     await _send_binary(writer, payload)
     ((header, body),) = writer.transport.writes
-    assert header == b"\x82\x7e\x03\xe8"
+    assert header == b"\x82\x7e\x40\x01"
     assert body is payload
     assert writer.protocol.drained == 1  # a paused transport makes the sender wait
 
