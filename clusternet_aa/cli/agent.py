@@ -24,27 +24,11 @@ from clusternet_aa.agent.settings import (
     parse_feature_gates,
     parse_labels,
 )
+from clusternet_aa.cli.argtypes import parse_bool, parse_duration
 from clusternet_aa.cli.hub import configure_logging
 from clusternet_aa.errors import ClusternetError
-from clusternet_aa.flags import parse_duration
 
 log = logging.getLogger("clusternet_aa.cli.agent")
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except SettingsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,30 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cluster-reg-type", default="StandardCluster", help="StandardCluster or EdgeCluster")
     add("--cluster-sync-mode", default="Pull", help="Push, Pull or Dual")
     add("--cluster-labels", default="", help="labels of the ManagedCluster, k1=v1,k2=v2")
-    add("--cluster-reg-retry-period", type=_duration, default=5.0,
+    add("--cluster-reg-retry-period", type=parse_duration, default=5.0,
         help="registration retry and approval poll period (Clusternet: 5s)")  # fmt: skip
     add("--labels-aggregate-threshold", type=float, default=0.8,
         help="share of worker nodes a label needs to be aggregated")  # fmt: skip
     add("--labels-aggregate-prefix", action="append", default=None,
         help="node label prefix to aggregate (repeatable; node.clusternet.io/)")  # fmt: skip
-    add("--cluster-status-update-frequency", type=_duration, default=180.0,
+    add("--cluster-status-update-frequency", type=parse_duration, default=180.0,
         help="how often the status is reported (heartbeat), e.g. 3m")  # fmt: skip
-    add("--cluster-status-collect-frequency", type=_duration, default=20.0,
+    add("--cluster-status-collect-frequency", type=parse_duration, default=20.0,
         help="how often the status is collected, e.g. 20s")  # fmt: skip
     add("--kubeconfig", type=Path, help="the child cluster (in-cluster config when absent)")
     add("--kube-api-qps", type=float, default=5.0, help="reported to the parent as kubeQPS")
     add("--kube-api-burst", type=int, default=10, help="reported to the parent as kubeBurst")
     add("--predictor-addr", default="", help="reported as predictorAddress")
-    add("--predictor-direct-access", type=_bool, nargs="?", const=True, default=False)
-    add("--leader-elect", type=_bool, nargs="?", const=True, default=True)
+    add("--predictor-direct-access", type=parse_bool, nargs="?", const=True, default=False)
+    add("--leader-elect", type=parse_bool, nargs="?", const=True, default=True)
     add("--leader-elect-resource-namespace", default="clusternet-system",
         help="namespace of the Lease (and of the parent-cluster Secret)")  # fmt: skip
     add("--leader-elect-resource-name", default="clusternet-agent")
     add("--leader-elect-resource-lock", default="leases", help="only leases is supported")
     add("--leader-elect-identity", default="", help="candidate identity (default hostname_uuid)")
-    add("--leader-elect-lease-duration", type=_duration, default=15.0)
-    add("--leader-elect-renew-deadline", type=_duration, default=10.0)
-    add("--leader-elect-retry-period", type=_duration, default=2.0)
+    add("--leader-elect-lease-duration", type=parse_duration, default=15.0)
+    add("--leader-elect-renew-deadline", type=parse_duration, default=10.0)
+    add("--leader-elect-retry-period", type=parse_duration, default=2.0)
     add("--feature-gates", default="",
         help="A=true,B=false (SocketConnection, AppPusher, Recovery, Predictor, "
              "MultiClusterService)")  # fmt: skip
@@ -91,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hub-url", default="", help="dial the hub directly instead of via the parent")
     add("--hub-ca-file", type=Path, help="CA of the hub's certificate (with --hub-url)")
     # Hidden (documented in docs/operations.md): tests shorten the keepalive.
-    add("--tunnel-keepalive-interval", type=_duration, default=15.0, help=argparse.SUPPRESS)
+    add("--tunnel-keepalive-interval", type=parse_duration, default=15.0, help=argparse.SUPPRESS)
     add("--tunnel-keepalive-misses", type=int, default=3, help=argparse.SUPPRESS)
     add("-v", "--v", dest="verbosity", type=int, default=0, help="log level (klog style)")
     add("--log-format", choices=("text", "json"), default="text")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import uvloop
 
-from clusternet_aa import flags
 from clusternet_aa.apis import labels
+from clusternet_aa.cli.argtypes import parse_bool, parse_duration
 from clusternet_aa.cli.hub import configure_logging
 from clusternet_aa.controllers.base import Controller
 from clusternet_aa.controllers.lifecycle import ClusterLifecycle, LifecycleSettings
@@ -60,23 +60,6 @@ FEATURE_GATES: Mapping[str, bool] = {
     "MultiClusterService": False,
     "FailOver": False,
 }
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration flag value, or an argparse error naming it."""
-    try:
-        return flags.parse_duration(text)
-    except SettingsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
 
 
 def enabled_controllers(spec: str) -> tuple[str, ...]:

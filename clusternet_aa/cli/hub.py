@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 
+from clusternet_aa.cli.argtypes import parse_bool, parse_duration
 from clusternet_aa.errors import ClusternetError
 from clusternet_aa.hub import server
 from clusternet_aa.hub.app import ExtraRoutes
@@ -58,15 +59,6 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clusternet-hub", description=__doc__.split("\n")[0])
     add = p.add_argument
@@ -86,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tunnel-wait-seconds", type=float, default=0.0,
         help="how long a proxied request waits for a reconnecting agent")  # fmt: skip
     # Hidden (documented in docs/operations.md): tests shorten the keepalive.
-    add("--tunnel-keepalive-interval", type=float, default=15.0, help=argparse.SUPPRESS)
+    add("--tunnel-keepalive-interval", type=parse_duration, default=15.0, help=argparse.SUPPRESS)
     add("--tunnel-keepalive-misses", type=int, default=3, help=argparse.SUPPRESS)
-    add("--shutdown-delay-duration", type=float, default=0.0,
+    add("--shutdown-delay-duration", type=parse_duration, default=0.0,
         help="seconds between not-ready and closing the listener on SIGTERM")  # fmt: skip
-    add("--http2", type=_bool, nargs="?", const=True, default=True,
+    add("--http2", type=parse_bool, nargs="?", const=True, default=True,
         help="offer HTTP/2 (ALPN h2) beside HTTP/1.1; false: HTTP/1.1 only")  # fmt: skip
     add("-v", "--v", dest="verbosity", type=int, default=0, help="log level (klog style)")
     add("--log-format", choices=("text", "json"), default="text")

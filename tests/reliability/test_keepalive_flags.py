@@ -26,6 +26,19 @@ def test_hub_flags_reach_the_settings_and_stay_out_of_help() -> None:
         hub_cli.settings_from_args(parser.parse_args(["--tunnel-keepalive-misses=0"]))
 
 
+def test_hub_durations_are_go_durations_like_the_agents() -> None:
+    """Both commands spell durations the Kubernetes way; plain seconds still work."""
+    parser = hub_cli.build_parser()
+    args = parser.parse_args(
+        ["--tunnel-keepalive-interval=300ms", "--shutdown-delay-duration=1m5s"]
+    )
+    settings = hub_cli.settings_from_args(args)
+    assert settings.tunnel_keepalive_interval == pytest.approx(0.3)
+    assert settings.shutdown_delay_seconds == 65.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tunnel-keepalive-interval=15 parsecs"])
+
+
 AGENT_ARGS = [
     "--cluster-reg-parent-url=https://127.0.0.1:6443",
     "--cluster-reg-token=abcdef.0123456789abcdef",
