@@ -83,21 +83,30 @@ def user_from_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str], snapshot: TrustSnapshot
 ) -> UserInfo | None:
     """The identity a trusted front proxy asserts, or None when it names no user."""
-    name = next(
-        (value for header in snapshot.username_headers if (value := headers.get(header, ""))),
-        "",
-    )
+    # Plain loops rather than generator expressions: this runs on every proxied request.
+    name = ""
+    for header in snapshot.username_headers:
+        name = headers.get(header, "")
+        if name:
+            break
     if not name:
         return None
-    groups = tuple(g for header in snapshot.group_headers for g in headers.getall(header, []))
-    uid = next((value for header in snapshot.uid_headers if (value := headers.get(header, ""))), "")
+    groups: tuple[str, ...] = ()
+    for header in snapshot.group_headers:
+        if header in headers:
+            groups += tuple(headers.getall(header))
+    uid = ""
+    for header in snapshot.uid_headers:
+        uid = headers.get(header, "")
+        if uid:
+            break
     extra: dict[str, list[str]] = {}
     prefixes = tuple(prefix.lower() for prefix in snapshot.extra_prefixes)
     for header, value in headers.items():
         lowered = header.lower()
-        prefix = next((p for p in prefixes if lowered.startswith(p)), None)
-        if prefix is None:
+        if not lowered.startswith(prefixes):
             continue
+        prefix = next(p for p in prefixes if lowered.startswith(p))
         key = lowered[len(prefix) :]
         if not key or _BAD_ESCAPE.search(key):
             logger.debug("ignoring front-proxy extra header %r: bad escape", header)

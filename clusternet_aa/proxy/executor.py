@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import ssl
@@ -124,6 +125,10 @@ class Executor:
         self._connect_timeout = connect_timeout
         self._client: ChildClient | None = None
         self._cert_contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        #: Impersonation headers per parent identity (the policy is fixed for the executor's
+        #: life): parsing, mapping and rendering the identity was a fifth of the agent's own
+        #: work per request, and a child sees the same few callers over and over.
+        self._impersonation: dict[_IdentityKey, tuple[tuple[str, str], ...]] = {}
         #: TCP connections the pool has opened; pooling shows as a number far below requests.
         self.connections_opened = 0
 
@@ -202,16 +207,28 @@ class Executor:
         ]
         if not target.own_apiserver:
             return out, target.ssl_context
-        user = UserInfo.from_metadata(metadata.get(METADATA_KEY))
-        carried = identity_mapping.carried_credentials(user)
-        if carried is not None and carried.token:
-            return [*out, ("Authorization", f"Bearer {carried.token}")], target.ssl_context
-        if carried is not None and carried.certificate_pem and carried.private_key_pem:
-            return out, self._client_cert_context(carried.certificate_pem, carried.private_key_pem)
+        identity = metadata.get(METADATA_KEY)
+        key = _identity_key(identity)
+        impersonation = self._impersonation.get(key) if key is not None else None
+        if impersonation is None:
+            user = UserInfo.from_metadata(identity)
+            carried = identity_mapping.carried_credentials(user)
+            if carried is not None and carried.token:
+                return [*out, ("Authorization", f"Bearer {carried.token}")], target.ssl_context
+            if carried is not None and carried.certificate_pem and carried.private_key_pem:
+                context = self._client_cert_context(
+                    carried.certificate_pem, carried.private_key_pem
+                )
+                return out, context
+            impersonation = tuple(identity_mapping.impersonation_headers(self._policy.map(user)))
+            if key is not None:
+                if len(self._impersonation) >= _IMPERSONATION_CACHE_SIZE:
+                    self._impersonation.clear()
+                self._impersonation[key] = impersonation
         token = self._child.token()
         if token:
             out.append(("Authorization", f"Bearer {token}"))
-        out.extend(identity_mapping.impersonation_headers(self._policy.map(user)))
+        out.extend(impersonation)
         return out, target.ssl_context
 
     def _client_cert_context(self, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
@@ -359,6 +376,34 @@ class Executor:
         stream.write_eof()
 
 
+#: An identity as OPEN metadata carries it, in hashable form (see :func:`_identity_key`).
+_IdentityKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
+_IMPERSONATION_CACHE_SIZE = 1024
+
+
+def _identity_key(value: Any) -> _IdentityKey | None:
+    """A cache key for the identity in OPEN metadata, or None when it is not exactly the
+    well-formed shape (then the full parse runs and reports the problem). Types are checked
+    exactly, so that no malformed identity can share a key with a well-formed one; identities
+    carrying child credentials are never cached (they take another path before caching)."""
+    if not isinstance(value, dict) or not value.keys() <= {"user", "uid", "groups", "extra"}:
+        return None
+    user, uid = value.get("user"), value.get("uid", "")
+    groups, extra = value.get("groups", []), value.get("extra", {})
+    if type(user) is not str or type(uid) is not str or type(groups) is not list:
+        return None
+    if type(extra) is not dict or not all(type(g) is str for g in groups):
+        return None
+    items: list[tuple[str, tuple[str, ...]]] = []
+    for name, values in extra.items():
+        if type(name) is not str or type(values) is not list:
+            return None
+        if not all(type(v) is str for v in values):
+            return None
+        items.append((name, tuple(values)))
+    return user, uid, tuple(groups), tuple(items)
+
+
 #: Bytes that must never reach a request line or a header: they would end it early.
 _LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: An HTTP method is a token (RFC 9110 §9.1).
@@ -375,6 +420,11 @@ def _check_request(method: str, path: str, headers: list[tuple[str, str]]) -> No
         raise ValueError(f"refusing request method {method[:20]!r}")
     if not path.startswith("/") or " " in path or _LINE_BREAKERS.search(path):
         raise ValueError(f"refusing request path {path[:100]!r}")
+    # One search over all names and values; the loop below only names the culprit.
+    if not _LINE_BREAKERS.search("".join(itertools.chain.from_iterable(headers))) and not any(
+        ":" in name for name, _ in headers
+    ):
+        return
     for name, value in headers:
         if _LINE_BREAKERS.search(name) or _LINE_BREAKERS.search(value) or ":" in name:
             raise ValueError(f"refusing header {name[:100]!r}: control characters")

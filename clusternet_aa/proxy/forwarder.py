@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from clusternet_aa.apiserver.status import StatusError
 from clusternet_aa.identity import METADATA_KEY, REQUEST_USER_KEY, UserInfo
@@ -68,9 +69,30 @@ class ProxyTarget:
     path: str
 
 
+#: Paths already parsed: kubectl and controllers repeat the same few paths, and the checks
+#: below (two regular expressions and the splits) cost more than the rest of the routing.
+#: Only accepted paths up to ``_PARSED_PATH_MAX`` characters are kept (at most about 1 MiB in
+#: all); the value is rebuilt per request so nothing mutable is shared between requests.
+_PARSED: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {}
+_PARSED_MAX = 1024
+_PARSED_PATH_MAX = 512
+
+
 def parse_proxy_path(raw_path: str) -> tuple[str, ProxyTarget]:
     """Split ``/apis/proxies.clusternet.io/v1alpha1/sockets/<id>/proxy/<rest>`` (raw, with its
     query) into the cluster id and the target. Raises StatusError (400/404) on anything else."""
+    hit = _PARSED.get(raw_path)
+    if hit is not None:
+        return hit[0], ProxyTarget(dict(hit[1]), hit[2])
+    cluster_id, target = _parse_proxy_path(raw_path)
+    if len(raw_path) <= _PARSED_PATH_MAX:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[raw_path] = (cluster_id, tuple(target.metadata.items()), target.path)
+    return cluster_id, target
+
+
+def _parse_proxy_path(raw_path: str) -> tuple[str, ProxyTarget]:
     if not raw_path.startswith(SOCKETS_PREFIX):
         raise StatusError(404, "not a sockets path")
     path, _, query = raw_path.partition("?")
@@ -257,9 +279,9 @@ class Forwarder:
             # When the body (or its end) is already here, the head goes out with the first
             # chunk in one write; otherwise at once, so that a watch's client sees it.
             ready = stream.buffered > 0 or stream.at_eof
-            response = (_HeadWithBody if ready else web.StreamResponse)(status=head.status)
-            for name, value in head.headers:
-                response.headers.add(name, value)
+            response = (_HeadWithBody if ready else web.StreamResponse)(
+                status=head.status, headers=CIMultiDict(head.headers)
+            )
             length = head.metadata.get(CONTENT_LENGTH_KEY)
             if isinstance(length, int) and length >= 0:
                 response.content_length = length

@@ -57,17 +57,19 @@ def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
 def forwardable_request_headers(headers: Iterable[tuple[str, str]], *, upgrade: bool) -> Headers:
     """The caller's headers as they go into the tunnel (hub side)."""
     pairs = list(headers)
-    named = _connection_tokens(pairs) - _UPGRADE_KEEP
+    lowered = [name.lower() for name, _ in pairs]
+    # Headers a Connection header names are hop-by-hop too. This runs on every proxied
+    # request and most have no Connection header, so the set is built only when there is one.
+    named = _connection_tokens(pairs) - _UPGRADE_KEEP if "connection" in lowered else set()
     kept: list[tuple[str, str]] = []
-    for name, value in pairs:
-        lower = name.lower()
+    for pair, lower in zip(pairs, lowered, strict=True):
         if lower == "authorization" or lower.startswith(_CREDENTIAL_PREFIXES):
             continue
         if lower in named:
             continue
         if lower in HOP_BY_HOP and not (upgrade and lower in _UPGRADE_KEEP):
             continue
-        kept.append((name, value))
+        kept.append(pair)
     if upgrade:
         kept = [(n, v) for n, v in kept if n.lower() != "connection"]
         kept.append(("Connection", "Upgrade"))
@@ -80,13 +82,15 @@ def forwardable_response_headers(
     """The child's response headers as they go back to the caller. A 101 keeps its
     ``Upgrade``/``Connection``; ``Content-Length`` is handled by the writer, not copied."""
     pairs = list(headers)
-    named = _connection_tokens(pairs) - _UPGRADE_KEEP
+    lowered = [name.lower() for name, _ in pairs]
+    named = _connection_tokens(pairs) - _UPGRADE_KEEP if "connection" in lowered else set()
+    kept = _UPGRADE_KEEP if switching else frozenset()
     return tuple(
-        (name, value)
-        for name, value in pairs
-        if name.lower() not in named
-        and name.lower() != "content-length"
-        and (name.lower() not in HOP_BY_HOP or (switching and name.lower() in _UPGRADE_KEEP))
+        pair
+        for pair, lower in zip(pairs, lowered, strict=True)
+        if lower not in named
+        and lower != "content-length"
+        and (lower not in HOP_BY_HOP or lower in kept)
     )
 
 

@@ -411,3 +411,63 @@ async def test_hostile_method_and_path_are_refused(child_server, tunnel) -> None
                 await stream.response()
             assert reset.value.code is ErrorCode.PROTOCOL_ERROR
     assert child.requests == []
+
+
+async def test_each_identity_gets_its_own_impersonation(child_server, tunnel) -> None:
+    """The executor caches impersonation headers per identity: a second caller must never get
+    the first one's, and carried child credentials bypass impersonation every time."""
+
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(ok(b""))
+        return True
+
+    bob = UserInfo(name="bob", groups=("ops", "system:masters"), extra={"scopes": ("a", "b")})
+    carrier = UserInfo(name="carol", extra={"clusternet-token": ("child-token",)})
+    child = await child_server(answer)
+    async with executor_for(child) as executor:
+        hub = await tunnel(executor)
+        for user in (ALICE, bob, ALICE, carrier, carrier, bob):
+            metadata = {METADATA_KEY: user.to_metadata(), BODY_KEY: False}
+            stream = await hub.open_stream(frames.HttpRequestHead("GET", "/", ()), metadata)
+            stream.write_eof()
+            assert (await stream.response()).status == 200
+            await read_all(stream)
+    heads = [request.head.decode() for request in child.requests]
+    alice, bob_head, alice_again, carol, carol_again, bob_again = heads
+    assert alice == alice_again
+    assert bob_head == bob_again
+    assert "Impersonate-User: alice\r\n" in alice
+    assert "Impersonate-Uid: u-1\r\n" in alice
+    assert "Impersonate-Group: dev\r\n" in alice
+    assert "Impersonate-User: bob\r\n" in bob_head
+    assert "Impersonate-Group: ops\r\n" in bob_head
+    assert "system:masters" not in bob_head
+    assert "Impersonate-Extra-scopes: a\r\nImpersonate-Extra-scopes: b\r\n" in bob_head
+    for head in (carol, carol_again):
+        assert "Authorization: Bearer child-token\r\n" in head
+        assert "Impersonate-" not in head
+        assert "agent-token" not in head
+
+
+async def test_malformed_identity_is_refused_even_after_a_good_one(child_server, tunnel) -> None:
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(ok(b""))
+        return True
+
+    good = {"user": "dave", "uid": "", "groups": ["abc"], "extra": {}}
+    bad = {"user": "dave", "uid": "", "groups": "abc", "extra": {}}  # a string, not a list
+    child = await child_server(answer)
+    async with executor_for(child) as executor:
+        hub = await tunnel(executor)
+        for identity, status in ((good, 200), (bad, None)):
+            metadata = {METADATA_KEY: identity, BODY_KEY: False}
+            stream = await hub.open_stream(frames.HttpRequestHead("GET", "/", ()), metadata)
+            stream.write_eof()
+            if status is None:
+                with pytest.raises(StreamResetError) as reset:
+                    await stream.response()
+                assert reset.value.code is ErrorCode.PROTOCOL_ERROR
+            else:
+                assert (await stream.response()).status == status
+                await read_all(stream)
+    assert len(child.requests) == 1
