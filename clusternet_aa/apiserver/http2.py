@@ -42,10 +42,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.tcp_helpers import tcp_nodelay
 from aiohttp.web_protocol import RequestHandler
 from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy, istr
@@ -54,6 +56,9 @@ from yarl import URL
 from clusternet_aa.apiserver.status import StatusError
 
 logger = logging.getLogger(__name__)
+# hpack logs every header it encodes or decodes at DEBUG, credentials included: never let a
+# verbose hub (-v 4 and up turns DEBUG on) write bearer tokens to its log.
+logging.getLogger("hpack").setLevel(logging.WARNING)
 
 #: The version requests carry on HTTP/2; aiohttp only compares it with 1.0 and 1.1.
 HTTP2 = HttpVersion(2, 0)
@@ -66,8 +71,8 @@ _CONNECTION_HEADERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-#: DATA bytes put into one TLS write at most: fewer records and syscalls than one per frame,
-#: and at most this much waits in h2's output before the transport's high-water check.
+#: DATA bytes that may wait in h2's output before they are written to the TLS transport (whose
+#: high-water mark then pauses the writers): fewer TLS records than one per frame, bounded.
 _FLUSH_BYTES = 64 * 1024
 
 
@@ -88,6 +93,16 @@ class Http2Settings:
     #: Seconds a connection without streams stays open (GOAWAY, then close): aiohttp's
     #: keep-alive timeout for HTTP/1.1, so an idle client costs the same on either protocol.
     idle_timeout: float = 75.0
+
+
+class _PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: the response heads are a few hundred bytes on loopback
+    or a LAN, and pure-Python Huffman coding costs more CPU than the bytes it saves."""
+
+    def encode(
+        self, headers: Any, huffman: bool = True
+    ) -> bytes:  # the signature hpack.Encoder has
+        return super().encode(headers, huffman=False)
 
 
 class Http2Listener:
@@ -332,7 +347,7 @@ class _H2Stream(AbstractStreamWriter):
     def send_headers(self) -> None:
         if self._head is not None and not self.closed:
             self._send_head(end_stream=False)
-            self.connection.flush()
+            self.connection.flush_soon()
 
     def _send_head(self, *, end_stream: bool) -> None:
         head, self._head = self._head, None
@@ -363,7 +378,7 @@ class _H2Stream(AbstractStreamWriter):
             raise ConnectionResetError(f"HTTP/2 stream {self.id} was reset")
         if not data and self._head is not None:
             self._send_head(end_stream=True)
-            self.connection.flush()
+            self.connection.flush_soon()
         else:
             await self._send(data, end_stream=True)
         self._ended = True
@@ -381,23 +396,23 @@ class _H2Stream(AbstractStreamWriter):
         """HTTP/2 frames bodies itself; the Transfer-Encoding header is dropped on the way out."""
 
     async def _send(self, data: bytes | bytearray | memoryview, *, end_stream: bool) -> None:
-        """Send ``data`` within the peer's windows, frames batched up to ``_FLUSH_BYTES`` per
-        TLS write while the transport accepts more, waiting for credit instead of buffering."""
+        """Send ``data`` within the peer's windows, waiting for credit instead of buffering.
+
+        Frames go to the TLS transport at the end of the loop iteration (so a response head,
+        its body and its end leave in one TLS write), or at once when ``_FLUSH_BYTES`` are
+        waiting, so that the transport's high-water mark bounds what a stalled client holds.
+        """
         connection = self.connection
         conn = connection.h2
         view = memoryview(data)
         self._send_head(end_stream=False)
-        batch = 0
         while True:
             self._check_open()
             if not view:
                 if end_stream:
                     self._end()
-                connection.flush()
+                connection.flush_soon()
                 return
-            if batch >= _FLUSH_BYTES:
-                connection.flush()
-                batch = 0
             await connection.writable()
             self._check_open()
             try:
@@ -406,7 +421,6 @@ class _H2Stream(AbstractStreamWriter):
                 )
                 if size <= 0:
                     connection.flush()
-                    batch = 0
                     await self._wait_window()
                     continue
                 last = end_stream and size == len(view)
@@ -418,10 +432,12 @@ class _H2Stream(AbstractStreamWriter):
                 self.closed = True
                 raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
             view = view[size:]
-            batch += size
+            connection.unflushed += size
+            if connection.unflushed >= _FLUSH_BYTES:
+                connection.flush()
             if last:
                 self._ended = True
-                connection.flush()
+                connection.flush_soon()
                 return
 
     def _check_open(self) -> None:
@@ -482,8 +498,16 @@ class _H2Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         settings = listener.settings
         self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # What we send is built here (lower-case names, no connection headers, values
+                # aiohttp already checked): validating it again costs more than the request.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
+        self.h2.encoder = _PlainEncoder()
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -509,11 +533,17 @@ class _H2Protocol(asyncio.Protocol):
         self._skip = 24  # the client connection preface
         self._partial = b""
         self._idle_timer: asyncio.TimerHandle | None = None
+        #: DATA bytes handed to h2 since the last write to the transport.
+        self.unflushed = 0
+        self._flush_pending = False
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # As aiohttp does for HTTP/1.1 (and Go for every connection): small frames (a
+        # response head, a watch event) go out at once instead of waiting behind Nagle.
+        tcp_nodelay(self.transport, True)
         self.ssl_context = transport.get_extra_info("sslcontext")
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
@@ -545,7 +575,7 @@ class _H2Protocol(asyncio.Protocol):
             logger.exception("HTTP/2 connection from %s: internal error", self.peername)
             self.close(h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
-        self.flush()
+        self.flush_soon()
 
     def _frames_fit(self, data: bytes) -> bool:
         """Check every frame header against our maximum frame size as it arrives.
@@ -618,9 +648,22 @@ class _H2Protocol(asyncio.Protocol):
     # --- used by streams ---------------------------------------------------------------------
 
     def flush(self) -> None:
+        """Write h2's output to the TLS transport now."""
+        self.unflushed = 0
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self) -> None:
+        """Write h2's output at the end of this loop iteration: everything the streams and
+        the reader produce until then leaves in one TLS write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     async def writable(self) -> None:
         """Wait while the TLS transport's write buffer is above its high-water mark."""
@@ -637,14 +680,14 @@ class _H2Protocol(asyncio.Protocol):
             return
         with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
             self.h2.increment_flow_control_window(increment, stream_id=stream_id)
-            self.flush()
+            self.flush_soon()
 
     def reset_stream(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         if self._closed:
             return
         with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
             self.h2.reset_stream(stream_id, code)
-            self.flush()
+            self.flush_soon()
 
     # --- events ------------------------------------------------------------------------------
 
