@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -620,3 +622,61 @@ async def test_random_bytes_never_escape_into_the_loop(
     assert errors == []
     # Every fault was a protocol error h2 answered, none an unexpected exception of ours.
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_the_hub_process_on_uvloop_serves_both_protocols(
+    pki: PKI, parent_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """``clusternet-hub`` runs on uvloop, whose TLS transport is where the protocol is swapped
+    after the handshake: HTTP/2 and HTTP/1.1 both served, GOAWAY on SIGTERM, exit 0."""
+    from tests.hub.test_cli import SCRIPT, _read_url
+
+    serving = certs.make_ca("serving-ca")
+    cert_file, key_file = certs.issue(serving, "hub", usage=None, sans=("localhost",)).write(
+        tmp_path, "serving"
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), "--bind-address=127.0.0.1", "--secure-port=0",
+        f"--tls-cert-file={cert_file}", f"--tls-private-key-file={key_file}",
+        f"--kubeconfig={parent_kubeconfig}",
+        f"--requestheader-client-ca-file={pki.file(pki.front_ca, 'front-ca')}",
+        "--requestheader-allowed-names=front-proxy-client",
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        url, _ = await _read_url(process.stderr)
+        port = int(url.rsplit(":", 1)[1])
+        context = certs.client_context(serving.cert_pem, pki.front_client)
+        context.check_hostname = False
+        c = await H2Client.connect(port, context)
+        try:
+            replies = await asyncio.gather(*(c.get("/version", headers=[]) for _ in range(20)))
+            assert {r.status for r in replies} == {200}
+            assert "gitVersion" in replies[0].json()
+            connector = aiohttp.TCPConnector(ssl=tls_context_for(serving.cert_pem, pki))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get(f"https://127.0.0.1:{port}/version") as response,
+            ):
+                assert response.status == 200
+                assert response.version == aiohttp.HttpVersion11
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(c.closed.wait(), 10)
+            assert c.terminated is not None
+            assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        finally:
+            await c.close()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def tls_context_for(serving_ca_pem: bytes, pki: PKI) -> ssl.SSLContext:
+    context = certs.client_context(serving_ca_pem, pki.front_client)
+    context.check_hostname = False
+    context.set_alpn_protocols(["http/1.1"])
+    return context
