@@ -208,6 +208,11 @@ class _Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response to one request: the connection is out of step with us.
+            raise ChildConnectionError("the child sent more than one response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_RESPONSE_HEAD:

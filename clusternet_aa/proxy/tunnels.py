@@ -35,6 +35,9 @@ class TunnelRegistry:
 
     async def wait_for(self, cluster_id: str, patience: float) -> Session | None:
         """The live session for ``cluster_id``, waiting up to ``patience`` s for one to arrive."""
+        session = self.get(cluster_id)
+        if session is not None:
+            return session  # the usual case, without touching the loop (a getpid per call)
         deadline = asyncio.get_running_loop().time() + patience
         while (session := self.get(cluster_id)) is None:
             remaining = deadline - asyncio.get_running_loop().time()

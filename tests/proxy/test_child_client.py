@@ -471,3 +471,18 @@ async def test_malformed_identity_is_refused_even_after_a_good_one(child_server,
                 assert (await stream.response()).status == status
                 await read_all(stream)
     assert len(child.requests) == 1
+
+
+async def test_an_extra_response_closes_the_connection(child_server, tunnel) -> None:
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(ok(b"one") + ok(b"two"))
+        return True
+
+    child = await child_server(answer)
+    async with executor_for(child) as executor:
+        hub = await tunnel(executor)
+        for _ in range(2):
+            stream = await request(hub)
+            assert (await stream.response()).status == 200
+            assert await read_all(stream) == b"one"
+        assert executor.connections_opened == 2  # never reused after the stray answer
