@@ -87,9 +87,13 @@ class Http2Settings:
     max_header_list_size: int = 64 * 1024
     #: SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a stream may have unread in the hub.
     stream_window: int = 256 * 1024
-    #: Connection window for request bodies (returned as bytes arrive, so only a bound on
-    #: bytes in flight on the link).
+    #: Connection window for request bodies: returned as bytes arrive (a stalled stream does
+    #: not block the others) while the connection's unread body bytes stay under
+    #: ``max_buffered``, and as handlers read them beyond that.
     connection_window: int = 1024 * 1024
+    #: Request body bytes all streams of one connection may have unread in the hub (a client
+    #: could otherwise fill ``stream_window`` on each of ``max_concurrent_streams`` streams).
+    max_buffered: int = 4 * 1024 * 1024
     #: Seconds a connection without streams stays open (GOAWAY, then close): aiohttp's
     #: keep-alive timeout for HTTP/1.1, so an idle client costs the same on either protocol.
     idle_timeout: float = 75.0
@@ -259,6 +263,7 @@ class _H2Stream(AbstractStreamWriter):
         "_head",
         "_unacked",
         "_window_waiter",
+        "body_read",
         "buffer_size",
         "closed",
         "connection",
@@ -280,6 +285,8 @@ class _H2Stream(AbstractStreamWriter):
         self._ended = False
         self._window_waiter: asyncio.Future[None] | None = None
         self._unacked = 0
+        #: Request body bytes the handler has read.
+        self.body_read = 0
         self._compressor: Any = None
         self.buffer_size = 0
         self.output_size = 0
@@ -324,7 +331,14 @@ class _H2Stream(AbstractStreamWriter):
         """Credit goes back per byte read (:meth:`consumed`), not on a buffer threshold."""
 
     def consumed(self, size: int) -> None:
-        """The handler read ``size`` body bytes: return that stream credit, batched."""
+        """The handler read ``size`` body bytes: they no longer count against the connection's
+        buffer, and the stream gets its credit back."""
+        self.body_read += size
+        self.connection.body_read(size)
+        self.credit(size)
+
+    def credit(self, size: int) -> None:
+        """Return ``size`` bytes of stream credit to the client, batched."""
         self._unacked += size
         if self.closed or self._unacked < self.connection.listener.settings.stream_window // 4:
             return
@@ -536,6 +550,8 @@ class _H2Protocol(asyncio.Protocol):
         #: DATA bytes handed to h2 since the last write to the transport.
         self.unflushed = 0
         self._flush_pending = False
+        #: Request body bytes fed to this connection's streams and not read by their handlers.
+        self.buffered = 0
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -721,23 +737,38 @@ class _H2Protocol(asyncio.Protocol):
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length
-        # Connection credit goes back as bytes arrive: each stream's window bounds its unread
-        # bytes, the connection window only what is in flight.
         self._conn_unacked += size
-        if self._conn_unacked >= self.listener.settings.connection_window // 4:
-            increment, self._conn_unacked = self._conn_unacked, 0
-            self.h2.increment_flow_control_window(increment)
         stream = self.streams.get(event.stream_id)
         padding = size - len(event.data)
         if stream is None or stream.closed or stream.payload is EMPTY_PAYLOAD:
             # Nobody reads it any more: give the credit straight back.
             if size:
                 self.open_stream_window(event.stream_id, size)
-            return
-        if padding:
-            stream.consumed(padding)
-        if event.data:
-            stream.payload.feed_data(event.data)
+        else:
+            if padding:
+                stream.credit(padding)
+            if event.data:
+                self.buffered += len(event.data)
+                stream.payload.feed_data(event.data)
+        self._return_connection_credit()
+
+    def body_read(self, size: int) -> None:
+        self.buffered -= size
+        self._return_connection_credit()
+
+    def _return_connection_credit(self) -> None:
+        """Connection credit goes back as bytes arrive, so that each stream's window, not the
+        connection's, bounds what a slow handler holds up; past ``max_buffered`` unread bytes
+        on this connection it waits for handlers to read."""
+        settings = self.listener.settings
+        if (
+            self._conn_unacked >= settings.connection_window // 4
+            and self.buffered <= settings.max_buffered
+            and not self._closed
+        ):
+            increment, self._conn_unacked = self._conn_unacked, 0
+            self.h2.increment_flow_control_window(increment)
+            self.flush_soon()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
@@ -804,6 +835,10 @@ class _H2Protocol(asyncio.Protocol):
     def _stream_done(self, stream: _H2Stream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+        if stream.payload is not EMPTY_PAYLOAD:
+            unread = stream.payload.total_bytes - stream.body_read
+            if unread > 0:  # the handler ended without reading it all
+                self.body_read(unread)
         if not stream.closed:
             if not stream.ended:
                 stream.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)

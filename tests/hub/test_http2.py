@@ -533,8 +533,8 @@ def test_the_http2_flag(argv: list[str], expected: bool) -> None:
 
 
 @pytest.fixture
-async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext]]:
-    """A listener with a short idle timeout in front of a two-route application."""
+async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext, Http2Listener]]:
+    """A listener with small limits in front of a three-route application."""
 
     async def ping(_: web.Request) -> web.Response:
         return web.Response(text="pong")
@@ -543,9 +543,14 @@ async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext]]:
         await asyncio.sleep(0.8)
         return web.Response(text="done")
 
+    async def hold(_: web.Request) -> web.Response:
+        await asyncio.Event().wait()  # never reads the body
+        raise AssertionError("unreachable")
+
     app = web.Application()
     app.router.add_get("/ping", ping)
     app.router.add_get("/slow", slow)
+    app.router.add_post("/hold", hold)
     runner = web.AppRunner(app)
     await runner.setup()
     assert runner.server is not None
@@ -555,21 +560,29 @@ async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext]]:
     offer_alpn(server_ssl, http2=True)
     client_ssl = ssl.create_default_context()
     ca.configure_trust(client_ssl)
-    listener = Http2Listener(runner.server, settings=Http2Settings(idle_timeout=0.3))
+    listener = Http2Listener(
+        runner.server,
+        settings=Http2Settings(
+            idle_timeout=0.3,
+            stream_window=64 * 1024,
+            connection_window=128 * 1024,
+            max_buffered=128 * 1024,
+        ),
+    )
     server = await asyncio.get_running_loop().create_server(
         listener, "127.0.0.1", 0, ssl=server_ssl
     )
     try:
-        yield server.sockets[0].getsockname()[1], client_ssl
+        yield server.sockets[0].getsockname()[1], client_ssl, listener
     finally:
         server.close()
         await asyncio.gather(listener.shutdown(1), runner.cleanup())
 
 
 async def test_idle_connections_get_goaway_after_the_idle_timeout(
-    bare: tuple[int, ssl.SSLContext],
+    bare: tuple[int, ssl.SSLContext, Http2Listener],
 ) -> None:
-    port, context = bare
+    port, context, _ = bare
     c = await H2Client.connect(port, context)
     try:
         reply = await c.get("/ping", headers=[])
@@ -587,12 +600,12 @@ async def test_idle_connections_get_goaway_after_the_idle_timeout(
 
 
 async def test_random_bytes_never_escape_into_the_loop(
-    bare: tuple[int, ssl.SSLContext], caplog: pytest.LogCaptureFixture
+    bare: tuple[int, ssl.SSLContext, Http2Listener], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Seeded random frames and bytes after the preface: each connection ends (GOAWAY or
     close) or carries on, nothing reaches the loop's exception handler, and the listener
     keeps serving."""
-    port, context = bare
+    port, context, _ = bare
     loop = asyncio.get_running_loop()
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, ctx: errors.append(ctx))
@@ -680,3 +693,44 @@ def tls_context_for(serving_ca_pem: bytes, pki: PKI) -> ssl.SSLContext:
     context.check_hostname = False
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+async def test_unread_request_bodies_are_bounded_per_connection(
+    bare: tuple[int, ssl.SSLContext, Http2Listener],
+) -> None:
+    """Eight uploads to handlers that never read: each stream stops at its window, and the
+    connection stops at ``max_buffered`` (+ the connection window in flight), not at eight
+    windows. Resetting the streams releases the accounting."""
+    port, context, listener = bare
+    c = await H2Client.connect(port, context)
+    try:
+        ids = [c.request("/hold", method="POST", headers=[], end=False) for _ in range(8)]
+        sent = 0
+        idle_rounds = 0
+        while idle_rounds < 5:
+            progressed = False
+            for stream_id in ids:
+                window = c.conn.local_flow_control_window(stream_id)
+                size = min(window, c.conn.max_outbound_frame_size)
+                if size > 0:
+                    c.conn.send_data(stream_id, b"z" * size)
+                    sent += size
+                    progressed = True
+            c.flush()
+            idle_rounds = 0 if progressed else idle_rounds + 1
+            await asyncio.sleep(0.05)
+        bound = 128 * 1024 + 128 * 1024 + 32 * 1024  # max_buffered + window + one batch
+        assert 128 * 1024 < sent <= bound
+        assert sent < 8 * 64 * 1024
+        (connection,) = listener.connections
+        assert connection.buffered == sent
+        for stream_id in ids:
+            c.reset(stream_id)
+        for _ in range(100):
+            if connection.buffered == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert connection.buffered == 0
+        assert (await c.get("/ping", headers=[])).status == 200
+    finally:
+        await c.close()
