@@ -71,10 +71,11 @@ class ProxyTarget:
 
 #: Paths already parsed: kubectl and controllers repeat the same few paths, and the checks
 #: below (two regular expressions and the splits) cost more than the rest of the routing.
-#: Only accepted paths up to ``_PARSED_PATH_MAX`` characters are kept (at most about 1 MiB in
-#: all); the value is rebuilt per request so nothing mutable is shared between requests.
+#: Only accepted paths up to ``_PARSED_PATH_MAX`` characters are kept, and few of them (a
+#: client's hot paths; paths with ever-changing queries churn through): at most about 1,200
+#: Python objects. The value is rebuilt per request so nothing mutable is shared.
 _PARSED: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {}
-_PARSED_MAX = 1024
+_PARSED_MAX = 256
 _PARSED_PATH_MAX = 512
 
 
