@@ -45,12 +45,12 @@ def test_hub_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     assert report["inputs"]["rounds"] == 1
 
     small = report["small"]
-    assert set(small) == {"direct", "impersonated", "hub", "aggregated"}
+    assert set(small) == {"direct", "impersonated", "hub", "hub_h2", "aggregated"}
     for path, figures in small.items():
         for key in ("p50_ms", "p99_ms", "rps_c32"):
             assert _is_stat(figures[key]), (path, key)
             assert figures[key]["median"] > 0, (path, key)
-    for path in ("hub", "aggregated"):
+    for path in ("hub", "hub_h2", "aggregated"):
         for key in ("added_p50_ms", "hub_cpu_s_per_1000", "rps_per_hub_core", "rps_vs_direct"):
             assert _is_stat(small[path][key]), (path, key)
     assert _is_stat(small["hub"]["added_p50_vs_impersonated_ms"])
@@ -85,4 +85,5 @@ def test_hub_benchmark_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     assert len(report["trend_small"]) == 3
     results = {t["result"] for t in report["targets"]}
     assert results <= {"PASS", "MISS", "SKIP"}
-    assert len(report["targets"]) >= 14
+    assert len(report["targets"]) >= 17
+    assert any("HTTP/2" in t["target"] and "per hub core" in t["target"] for t in report["targets"])
