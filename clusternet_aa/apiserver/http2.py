@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
@@ -45,14 +44,14 @@ import h2.settings
 import hpack
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import HttpVersion, RawRequestMessage
+from aiohttp.http import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_nodelay
 from aiohttp.web_protocol import RequestHandler
 from hyperframe.frame import GoAwayFrame
-from multidict import CIMultiDict, CIMultiDictProxy, istr
-from yarl import URL
+from multidict import CIMultiDict, istr
 
+from clusternet_aa.apiserver.http2_headers import MalformedRequest, request_message
 from clusternet_aa.apiserver.status import StatusError
 
 logger = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ logger = logging.getLogger(__name__)
 # verbose hub (-v 4 and up turns DEBUG on) write bearer tokens to its log.
 logging.getLogger("hpack").setLevel(logging.WARNING)
 
-#: The version requests carry on HTTP/2; aiohttp only compares it with 1.0 and 1.1.
-HTTP2 = HttpVersion(2, 0)
 #: ALPN protocol ids, most preferred first.
 ALPN_H2 = "h2"
 ALPN_HTTP11 = "http/1.1"
@@ -519,6 +516,11 @@ class _H2Protocol(asyncio.Protocol):
                 # aiohttp already checked): validating it again costs more than the request.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
+                # What we receive is checked by http2_headers.request_message, in the one pass
+                # that builds the aiohttp request (cookies joined there too): h2's generator
+                # chain over every header cost more than building the request.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
             )
         )
         self.h2.encoder = _PlainEncoder()
@@ -782,7 +784,13 @@ class _H2Protocol(asyncio.Protocol):
             self._idle_timer = None
         stream = _H2Stream(self, stream_id)
         self.listener.h2_streams_total += 1
-        message, problem = _request_message(event.headers)
+        try:
+            message, problem = request_message(event.headers, ended=event.stream_ended is not None)
+        except MalformedRequest as exc:
+            # RFC 9113 8.1.1: a stream error; the connection and its other streams go on.
+            logger.info("HTTP/2 request from %s: malformed: %s", self.peername, exc)
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
         if problem is not None:
             self.streams[stream_id] = stream
             stream.task = self._loop.create_task(self._refuse(stream, problem))
@@ -796,7 +804,7 @@ class _H2Protocol(asyncio.Protocol):
     async def _serve(self, stream: _H2Stream, message: RawRequestMessage) -> None:
         """What aiohttp's RequestHandler does for one request, for one stream."""
         server = self.listener.server
-        task = asyncio.current_task()
+        task = stream.task  # set by _on_request before this coroutine's first step
         assert task is not None
         request = server.request_factory(
             message, stream.payload, cast(RequestHandler, stream), stream, task
@@ -897,88 +905,3 @@ def _reason(code: int) -> str:
         return HTTPStatus(code).phrase
     except ValueError:
         return "Error"
-
-
-#: Header names and short values seen recently, as (bytes, str) to share between requests: an
-#: idle watch keeps its request headers for hours, and thousands of watches from one
-#: aggregator repeat the same names and mostly the same values. Cleared when full, so junk
-#: cannot pin it.
-_SHARED: dict[bytes, tuple[bytes, str]] = {}
-_SHARED_MAX_ENTRIES = 4096
-_SHARED_MAX_LENGTH = 128
-
-
-def _shared(data: bytes) -> tuple[bytes, str]:
-    """``data`` and its text (UTF-8, undecodable bytes kept as surrogates, as aiohttp does),
-    one shared copy of each for short strings."""
-    known = _SHARED.get(data)
-    if known is not None:
-        return known
-    pair = (data, data.decode("utf-8", "surrogateescape"))
-    if len(data) <= _SHARED_MAX_LENGTH:
-        if len(_SHARED) >= _SHARED_MAX_ENTRIES:
-            _SHARED.clear()
-        _SHARED[data] = pair
-    return pair
-
-
-def _request_message(
-    headers: Iterable[tuple[bytes, bytes]],
-) -> tuple[RawRequestMessage | None, StatusError | None]:
-    """The aiohttp request head for an HTTP/2 header list (already validated by h2), or the
-    Status to answer instead."""
-    method = path = authority = b""
-    extended = False
-    fields: CIMultiDict[str] = CIMultiDict()
-    raw: list[tuple[bytes, bytes]] = []
-    cookies: list[str] = []
-    for name, value in headers:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":protocol":
-                extended = True
-            continue
-        value, text = _shared(value)
-        if name == b"cookie":  # split cookie fields are joined again (RFC 9113 8.2.3)
-            cookies.append(text)
-            continue
-        name, key = _shared(name)
-        fields.add(key, text)
-        raw.append((name, value))
-    if cookies:
-        joined = "; ".join(cookies)
-        fields.add("Cookie", joined)
-        raw.append((b"cookie", joined.encode("utf-8", "surrogateescape")))
-    if method == b"CONNECT" or extended:
-        return None, StatusError(
-            405,
-            "upgrades (exec, attach, port-forward, the agents' tunnel) need HTTP/1.1; "
-            "this HTTP/2 connection cannot carry them",
-        )
-    if not path.startswith(b"/"):
-        return None, StatusError(400, "the request path must start with /")
-    if authority and "Host" not in fields:
-        host = authority.decode("utf-8", "surrogateescape")
-        fields.add("Host", host)
-        raw.append((b"host", authority))
-    target = path.decode("utf-8", "surrogateescape")
-    route, _, query = target.partition("?")
-    url = URL.build(path=route, query_string=query, encoded=True)
-    message = RawRequestMessage(
-        method.decode("ascii", "surrogateescape"),
-        target,
-        HTTP2,
-        CIMultiDictProxy(fields),
-        tuple(raw),
-        False,
-        None,
-        False,
-        False,
-        url,
-    )
-    return message, None

@@ -67,10 +67,19 @@ class H2Client:
     connection credit only, as a client that stopped reading one response would.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, loose: bool = False
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        # loose: send header blocks exactly as given (malformed ones included), as a hostile
+        # or broken client would.
+        config = h2.config.H2Configuration(
+            client_side=True,
+            validate_outbound_headers=not loose,
+            normalize_outbound_headers=not loose,
+        )
+        self.conn = h2.connection.H2Connection(config)
         self.streams: dict[int, Stream] = {}
         self.stalled: set[int] = set()
         self.terminated: h2.events.ConnectionTerminated | None = None
@@ -85,12 +94,12 @@ class H2Client:
         return await cls.connect(server.port, context)
 
     @classmethod
-    async def connect(cls, port: int, context: ssl.SSLContext) -> H2Client:
+    async def connect(cls, port: int, context: ssl.SSLContext, *, loose: bool = False) -> H2Client:
         context.set_alpn_protocols(["h2"])
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
         ssl_object = writer.get_extra_info("ssl_object")
         assert ssl_object.selected_alpn_protocol() == "h2"
-        self = cls(reader, writer)
+        self = cls(reader, writer, loose=loose)
         self.conn.initiate_connection()
         self.flush()
         self._task = asyncio.ensure_future(self._read())
@@ -445,6 +454,120 @@ async def test_oversize_headers_are_a_goaway_and_the_hub_serves_on(
         await other.close()
 
 
+def _head(path: str = ECHO) -> list[tuple[str, str]]:
+    return [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"), (":path", path)]
+
+
+def _without(name: str) -> list[tuple[str, str]]:
+    return [h for h in _head() if h[0] != name] + FRONT
+
+
+#: Header blocks RFC 9113 calls malformed, each a way to make the hub and what is behind it
+#: read one request differently (or to smuggle a second one).
+MALFORMED: dict[str, list[tuple[str, str]]] = {
+    "upper-case name": [*_head(), *FRONT, ("X-Remote-User", "root")],
+    "colon in a name": [*_head(), *FRONT, ("x-a:b", "1")],
+    "space in a name": [*_head(), *FRONT, ("x-a b", "1")],
+    "empty name": [*_head(), *FRONT, ("", "1")],
+    "CR LF in a value": [*_head(), *FRONT, ("x-a", "1\r\nx-remote-user: root")],
+    "LF in a value": [*_head(), *FRONT, ("x-a", "1\nhost: evil")],
+    "NUL in a value": [*_head(), *FRONT, ("x-a", "1\x002")],
+    "value with a leading space": [*_head(), *FRONT, ("x-a", " 1")],
+    "value with a trailing tab": [*_head(), *FRONT, ("x-a", "1\t")],
+    "connection": [*_head(), *FRONT, ("connection", "close")],
+    "keep-alive": [*_head(), *FRONT, ("keep-alive", "timeout=5")],
+    "proxy-connection": [*_head(), *FRONT, ("proxy-connection", "keep-alive")],
+    "transfer-encoding": [*_head(), *FRONT, ("transfer-encoding", "chunked")],
+    "upgrade": [*_head(), *FRONT, ("upgrade", "websocket")],
+    "te other than trailers": [*_head(), *FRONT, ("te", "gzip")],
+    "pseudo-header after a field": [*_head()[:3], *FRONT, (":path", ECHO)],
+    "repeated :path": [*_head(), (":path", "/ping"), *FRONT],
+    "repeated :method": [*_head(), (":method", "DELETE"), *FRONT],
+    "unknown pseudo-header": [*_head(), (":foo", "bar"), *FRONT],
+    ":status in a request": [*_head(), (":status", "200"), *FRONT],
+    "no :method": _without(":method"),
+    "no :scheme": _without(":scheme"),
+    "no :path": _without(":path"),
+    "empty :path": [*_head()[:3], (":path", ""), *FRONT],
+    "space in :path": [*_head(ECHO + " HTTP/1.1\r\nx: y"), *FRONT],
+    "space in :method": [(":method", "GET /ping"), *_head()[1:], *FRONT],
+    "no :authority nor host": _without(":authority"),
+    ":authority and host differ": [*_head(), *FRONT, ("host", "evil.example")],
+    "two host fields": [*_without(":authority"), ("host", "127.0.0.1"), ("host", "evil")],
+    ":protocol without CONNECT": [*_head(), (":protocol", "websocket"), *FRONT],
+    "CONNECT with :path": [(":method", "CONNECT"), *_head()[1:], *FRONT],
+    "content-length without a body": [*_head(), *FRONT, ("content-length", "5")],
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_malformed_header_blocks_reset_their_stream_only(
+    h2hub: HubServer, pki: PKI, case: str
+) -> None:
+    """Each is refused before the application sees it (RST_STREAM PROTOCOL_ERROR, no
+    response head), and the connection serves its next request: a stream error, so one bad
+    request cannot end the other watches an aggregator multiplexes on it."""
+    context = certs.client_context(h2hub.hub.serving.cert_pem, pki.front_client)
+    c = await H2Client.connect(h2hub.port, context, loose=True)
+    try:
+        stream_id = c.conn.get_next_available_stream_id()
+        c.streams[stream_id] = Stream()
+        c.conn.send_headers(
+            stream_id, [(k.encode(), v.encode()) for k, v in MALFORMED[case]], end_stream=True
+        )
+        c.flush()
+        reply = await c.response(stream_id)
+        assert reply.reset == h2.errors.ErrorCodes.PROTOCOL_ERROR, case
+        assert reply.headers == {}
+        assert not reply.data
+        assert (await c.get(ECHO)).status == 200
+        assert c.terminated is None
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize(("announced", "sent"), [(10, b"12345"), (3, b"12345"), (0, b"1")])
+async def test_content_length_against_data_is_enforced(
+    h2hub: HubServer, client: H2Client, announced: int, sent: bytes
+) -> None:
+    """A body longer or shorter than its content-length never reaches a handler: h2 checks
+    it (whatever the header validation options) and ends the connection."""
+    stream_id = client.request(
+        TEST_PREFIX + "/upload",
+        method="POST",
+        headers=[*FRONT, ("content-length", str(announced))],
+        body=sent,
+    )
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.terminated is not None
+    assert client.terminated.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert not client.streams[stream_id].data
+
+
+async def test_well_formed_edge_cases_are_served(client: H2Client) -> None:
+    """What the checks must let through: te: trailers, spaces inside a value, an empty
+    value, split cookies (joined again), a host equal to :authority."""
+    reply = await client.get(
+        ECHO,
+        headers=[
+            *FRONT,
+            ("te", "trailers"),
+            ("x-note", "a  b"),
+            ("x-empty", ""),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("host", "127.0.0.1"),
+        ],
+    )
+    assert reply.status == 200
+    seen = {k.lower(): v for k, v in reply.json()["headers"]}
+    assert seen["x-note"] == "a  b"
+    assert seen["x-empty"] == ""
+    assert seen["cookie"] == "a=1; b=2"
+    assert seen["te"] == "trailers"
+    assert seen["host"] == "127.0.0.1"
+
+
 async def test_connect_and_upgrades_on_h2_get_a_status(client: H2Client) -> None:
     stream_id = client.conn.get_next_available_stream_id()
     client.streams[stream_id] = Stream()
@@ -593,8 +716,10 @@ async def test_idle_connections_get_goaway_after_the_idle_timeout(
         assert c.terminated is None
         # ...then, idle, it is closed with GOAWAY NO_ERROR.
         await asyncio.wait_for(c.closed.wait(), 5)
-        assert c.terminated is not None
-        assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        # Read again through getattr: mypy keeps the narrowing to None across the await.
+        terminated: h2.events.ConnectionTerminated | None = getattr(c, "terminated")  # noqa: B009
+        assert terminated is not None
+        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
     finally:
         await c.close()
 
