@@ -287,7 +287,7 @@ class _H2Stream(AbstractStreamWriter):
         self._compressor: Any = None
         self.buffer_size = 0
         self.output_size = 0
-        self.length: int | None = 0
+        self.length: int | None = None
 
     # --- what BaseRequest and StreamReader read from their "protocol" -----------------------
 
@@ -372,11 +372,27 @@ class _H2Stream(AbstractStreamWriter):
             self._ended = True
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Send a body chunk. With a declared Content-Length (aiohttp sets ``length``), the
+        chunk that completes it ends the stream in its own DATA frame, so ``write_eof`` has
+        no empty DATA frame left to send (h2's work for one frame, per response); bytes past
+        the declared length are dropped, as aiohttp's HTTP/1.1 writer drops them."""
+        if self._ended:
+            return
+        last = False
         if self._compressor is not None:
             chunk = self._compressor.compress(chunk)
-        if chunk:
+        elif self.length is not None:
+            remaining, size = self.length, len(chunk)
+            if size >= remaining:
+                if size > remaining:
+                    chunk = chunk[:remaining]
+                self.length = 0
+                last = True
+            else:
+                self.length = remaining - size
+        if chunk or last:
             self.output_size += len(chunk)
-            await self._send(chunk, end_stream=False)
+            await self._send(chunk, end_stream=last)
 
     async def write_eof(self, chunk: bytes = b"") -> None:
         if self._ended:

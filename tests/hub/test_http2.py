@@ -50,6 +50,8 @@ class Stream:
     data: bytearray = field(default_factory=bytearray)
     ended: bool = False
     reset: int | None = None
+    #: The stream ended on a DATA frame that carried data (not on an empty one after it).
+    ended_with_data: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -140,6 +142,7 @@ class H2Client:
             stream.headers = {k.decode(): v.decode() for k, v in event.headers}
         elif isinstance(event, h2.events.DataReceived):
             stream.data += event.data
+            stream.ended_with_data = event.stream_ended is not None and bool(event.data)
             if stream_id in self.stalled:
                 if event.flow_controlled_length:
                     self.conn.increment_flow_control_window(event.flow_controlled_length)
@@ -262,6 +265,17 @@ def probe_routes(probe: Probe) -> Callable[[web.Application, Hub], None]:
                 probe.written[name] += len(chunk)
                 probe.note()
 
+        async def sized(request: web.Request) -> web.StreamResponse:
+            """Content-Length 10, written in two chunks, then 5 bytes too many."""
+            response = web.StreamResponse()
+            response.content_length = 10
+            await response.prepare(request)
+            await response.write(b"01234")
+            await response.write(b"56789")
+            await response.write(b"extra")
+            await response.write_eof()
+            return response
+
         async def upload(request: web.Request) -> web.Response:
             total = 0
             async for chunk in request.content.iter_chunked(10000):
@@ -271,6 +285,7 @@ def probe_routes(probe: Probe) -> Callable[[web.Application, Hub], None]:
         app.router.add_get(TEST_PREFIX + "/hang/{name}", hang)
         app.router.add_get(TEST_PREFIX + "/endless/{name}", endless)
         app.router.add_post(TEST_PREFIX + "/upload", upload)
+        app.router.add_get(TEST_PREFIX + "/sized", sized)
         echo_routes(app, hub)
 
     return add
@@ -566,6 +581,18 @@ async def test_well_formed_edge_cases_are_served(client: H2Client) -> None:
     assert seen["cookie"] == "a=1; b=2"
     assert seen["te"] == "trailers"
     assert seen["host"] == "127.0.0.1"
+
+
+async def test_the_chunk_completing_content_length_ends_the_stream(client: H2Client) -> None:
+    """No empty DATA frame after the body; bytes past the declared length are dropped (as
+    aiohttp's HTTP/1.1 writer drops them); the connection goes on."""
+    reply = await client.get(TEST_PREFIX + "/sized")
+    assert reply.status == 200
+    assert reply.headers["content-length"] == "10"
+    assert bytes(reply.data) == b"0123456789"
+    assert reply.ended
+    assert reply.ended_with_data
+    assert (await client.get(ECHO)).status == 200
 
 
 async def test_connect_and_upgrades_on_h2_get_a_status(client: H2Client) -> None:
