@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol import codec, frames
+from clusternet_aa.tunnel.protocol.connection import Connection, Role
+from clusternet_aa.tunnel.protocol.settings import Settings
 from clusternet_aa.tunnel.streams import TunnelStream
 from clusternet_aa.tunnel.transport import (
     SMALL_MESSAGE,
@@ -187,6 +189,16 @@ async def test_real_websocket_both_ways_without_send_bytes(
         assert await client.receive() == payload
     await client.send(b"immutable")
     assert await server.receive() == b"immutable"
+
+
+def test_messages_are_fresh_bytearrays_the_client_may_mask_in_place() -> None:
+    conn = Connection(Role.CLIENT)
+    hello = conn.data_to_send()
+    assert type(hello) is bytearray
+    assert codec.decode_message(hello, max_frame_size=1 << 20)[0] == frames.Hello(
+        Settings().to_wire()
+    )
+    assert conn.data_to_send() == bytearray()
 
 
 class Acks:

@@ -267,8 +267,11 @@ class Connection:
 
     # ------------------------------------------------------------------ output
 
-    def data_to_send(self, max_bytes: int | None = None) -> bytes:
-        """The next websocket message to send, or b"" when there is nothing (or no credit)."""
+    def data_to_send(self, max_bytes: int | None = None) -> bytearray:
+        """The next websocket message to send, empty when there is nothing (or no credit).
+
+        A new bytearray that the caller owns: a websocket client must mask what it sends, and
+        can do so in place instead of copying the message once more."""
         limit = (self.peer_settings or self.local_settings).max_message_size
         if max_bytes is not None:
             limit = min(limit, max_bytes)
@@ -288,7 +291,7 @@ class Connection:
             and self.state is not ConnectionState.CLOSED
         ):
             size = self._take_data(chunks, size, limit, self.peer_settings.max_frame_size)
-        return b"".join(chunks)
+        return bytearray().join(chunks)
 
     def _take_data(
         self, chunks: list[bytes | memoryview], size: int, limit: int, max_frame: int
