@@ -41,7 +41,6 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import RawRequestMessage
@@ -52,6 +51,7 @@ from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, istr
 
 from clusternet_aa.apiserver.http2_headers import MalformedRequest, request_message
+from clusternet_aa.apiserver.http2_hpack import LiteralEncoder
 from clusternet_aa.apiserver.status import StatusError
 
 logger = logging.getLogger(__name__)
@@ -94,16 +94,6 @@ class Http2Settings:
     #: Seconds a connection without streams stays open (GOAWAY, then close): aiohttp's
     #: keep-alive timeout for HTTP/1.1, so an idle client costs the same on either protocol.
     idle_timeout: float = 75.0
-
-
-class _PlainEncoder(hpack.Encoder):
-    """HPACK without Huffman coding: the response heads are a few hundred bytes on loopback
-    or a LAN, and pure-Python Huffman coding costs more CPU than the bytes it saves."""
-
-    def encode(
-        self, headers: Any, huffman: bool = True
-    ) -> bytes:  # the signature hpack.Encoder has
-        return super().encode(headers, huffman=False)
 
 
 class Http2Listener:
@@ -539,7 +529,7 @@ class _H2Protocol(asyncio.Protocol):
                 normalize_inbound_headers=False,
             )
         )
-        self.h2.encoder = _PlainEncoder()
+        self.h2.encoder = LiteralEncoder()
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={

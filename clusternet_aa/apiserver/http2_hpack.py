@@ -1,0 +1,95 @@
+"""HPACK for the hub's HTTP/2 responses: literal fields only, encodings of names reused.
+
+Why: ``hpack.Encoder`` searches the static table and then the dynamic table linearly for every
+field, in Python, and Huffman-codes each literal; for the proxied small GET that was the
+largest part of sending a response head. The hub's response heads are a few hundred bytes on
+loopback or a LAN, and the peer (the aggregator, client-go) decodes literals as cheaply as
+indexed fields, so this encoder trades those bytes for CPU:
+
+* a field equal to a static-table entry (``:status: 200``) is one indexed byte;
+* every other field is a literal *without indexing* (never indexed for credentials), its name
+  by static-table index when there is one, its value as raw octets (no Huffman);
+* the dynamic table is never written, so the peer's decoder state never changes and the
+  encoding of a name can be kept and reused (bounded, cleared when full).
+
+HPACK (RFC 7541 4.2) still requires a dynamic table size update at the start of the first
+block after the peer changes SETTINGS_HEADER_TABLE_SIZE; this encoder answers any change with
+an update to size 0, which is within every limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import hpack
+from hpack.hpack import encode_integer
+from hpack.table import HeaderTable
+
+#: Names whose values must not be indexed by anyone on the way (RFC 7541 7.1.3), as h2's
+#: own outbound normalisation marks them.
+_SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
+
+#: (name, value) -> the one-byte indexed representation, for every static-table entry (all
+#: 61 indices fit the 7-bit prefix).
+_STATIC_FIELDS: dict[tuple[bytes, bytes], bytes] = {}
+#: name -> its first static-table index.
+_STATIC_NAMES: dict[bytes, int] = {}
+for _index, _field in enumerate(HeaderTable.STATIC_TABLE, start=1):
+    _STATIC_FIELDS.setdefault(_field, bytes((0x80 | _index,)))
+    _STATIC_NAMES.setdefault(_field[0], _index)
+
+_NAMES_MAX = 1024
+#: A dynamic table size update to 0 (001 prefix, 5-bit integer 0).
+_SIZE_ZERO = b"\x20"
+
+
+def _length(data: bytes) -> bytes:
+    """An HPACK string's length prefix (H bit clear: raw octets)."""
+    size = len(data)
+    return bytes((size,)) if size < 127 else bytes(encode_integer(size, 7))
+
+
+def _name_prefix(name: bytes) -> bytes:
+    """The representation's first octets up to the value: literal without indexing (0000)
+    or never indexed (0001), the name by static index (4-bit prefix) or as a literal."""
+    flag = 0x10 if name in _SENSITIVE else 0x00
+    index = _STATIC_NAMES.get(name)
+    if index is not None:
+        encoded = encode_integer(index, 4)
+        encoded[0] |= flag
+        return bytes(encoded)
+    return bytes((flag,)) + _length(name) + name
+
+
+class LiteralEncoder(hpack.Encoder):
+    """An ``hpack.Encoder`` (what h2 expects) that never touches the dynamic table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: dict[bytes, bytes] = {}
+
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
+        """``headers``: (name, value) pairs of bytes, names lower case (h2 passes them as the
+        hub built them). ``huffman`` is ignored: literals are raw."""
+        out: list[bytes] = []
+        if self.table_size_changes:
+            self.table_size_changes.clear()
+            out.append(_SIZE_ZERO)
+        names = self._names
+        for header in headers:
+            name, value = header[0], header[1]
+            indexed = _STATIC_FIELDS.get((name, value))
+            if indexed is not None:
+                out.append(indexed)
+                continue
+            prefix = names.get(name)
+            if prefix is None:
+                prefix = _name_prefix(name)
+                if len(names) >= _NAMES_MAX:
+                    names.clear()
+                names[name] = prefix
+            out.append(prefix)
+            out.append(_length(value))
+            out.append(value)
+        return b"".join(out)
