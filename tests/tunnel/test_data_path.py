@@ -19,6 +19,7 @@ from clusternet_aa.tunnel.protocol.settings import Settings
 from clusternet_aa.tunnel.streams import TunnelStream
 from clusternet_aa.tunnel.transport import (
     SMALL_MESSAGE,
+    TunnelFrameReader,
     WebSocketTransport,
     _send_binary,
     frame_header,
@@ -257,3 +258,210 @@ async def test_read_all_after_a_cut_returns_the_remainder() -> None:
     stream._feed(b"gh")
     assert await stream.read() == b"cdefgh"
     assert await stream.readexactly(0) == b""
+
+
+# ---------------------------------------------------------------------- the hub's frame reader
+
+
+class Queue:
+    """Stands in for aiohttp's WebSocketDataQueue: records what the reader delivers."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[aiohttp.WSMsgType, Any, int]] = []
+        self.error: BaseException | None = None
+        self.eof = False
+
+    def feed_data(self, msg: aiohttp.WSMessage, size: int) -> None:
+        self.messages.append((msg.type, msg.data, size))
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.error = exc
+
+    def feed_eof(self) -> None:
+        self.eof = True
+
+
+def client_frame(
+    payload: bytes,
+    opcode: int = 0x2,
+    *,
+    fin: bool = True,
+    mask: bytes | None = b"k3y!",
+    rsv: int = 0,
+) -> bytes:
+    """One frame as a client writes it (masked unless ``mask`` is None)."""
+    size = len(payload)
+    first = (0x80 if fin else 0) | rsv | opcode
+    mask_bit = 0x80 if mask is not None else 0
+    if size < 126:
+        header = struct.pack("!BB", first, size | mask_bit)
+    elif size < 0x10000:
+        header = struct.pack("!BBH", first, 126 | mask_bit, size)
+    else:
+        header = struct.pack("!BBQ", first, 127 | mask_bit, size)
+    if mask is None:
+        return header + payload
+    return header + mask + unmask(mask, payload)  # XOR is its own inverse
+
+
+def read_frames(*chunks: bytes, max_size: int = 1 << 20) -> Queue:
+    queue = Queue()
+    reader = TunnelFrameReader(queue, max_size)
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    return queue
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+def test_reader_delivers_a_message_split_anywhere(size: int) -> None:
+    payload = os.urandom(size)
+    wire = client_frame(payload)
+    cuts = sorted({0, 1, 2, 5, 9, 13, len(wire) // 2, len(wire) - 1, len(wire)})
+    for cut in cuts:
+        queue = read_frames(wire[:cut], wire[cut:])
+        assert queue.error is None
+        ((kind, data, counted),) = queue.messages
+        assert kind is aiohttp.WSMsgType.BINARY
+        assert type(data) is bytearray
+        assert data == payload
+        assert counted == size
+    # And byte by byte, headers included.
+    queue = read_frames(*(wire[i : i + 1] for i in range(min(len(wire), 40))), wire[40:])
+    assert [m[1] for m in queue.messages] == [payload]
+
+
+def test_reader_handles_control_text_and_fragments_in_one_read() -> None:
+    wire = b"".join(
+        (
+            client_frame(b"part one ", fin=False),
+            client_frame(b"ping!", 0x9),
+            client_frame(b"part two", 0x0, fin=False),
+            client_frame(b"", 0x0),
+            client_frame("héllo".encode(), 0x1),
+            client_frame(b"pong", 0xA),
+            client_frame(b"", 0x2),
+            client_frame(struct.pack("!H", 1000) + b"bye", 0x8),
+            client_frame(b"", 0x8),
+        )
+    )
+    queue = read_frames(wire)
+    assert queue.error is None
+    assert [
+        (kind, bytes(data) if isinstance(data, bytearray) else data)
+        for kind, data, _ in queue.messages
+    ] == [
+        (aiohttp.WSMsgType.PING, b"ping!"),
+        (aiohttp.WSMsgType.BINARY, b"part one part two"),
+        (aiohttp.WSMsgType.TEXT, "héllo"),
+        (aiohttp.WSMsgType.PONG, b"pong"),
+        (aiohttp.WSMsgType.BINARY, b""),
+        (aiohttp.WSMsgType.CLOSE, 1000),
+        (aiohttp.WSMsgType.CLOSE, 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (client_frame(b"x", mask=None), 1002),
+        (client_frame(b"x", rsv=0x40), 1002),
+        (client_frame(b"x", 0x3), 1002),
+        (client_frame(b"x", 0xB), 1002),
+        (client_frame(b"x", 0x9, fin=False), 1002),
+        (client_frame(b"x" * 126, 0x9), 1002),
+        (client_frame(b"x", 0x0), 1002),
+        (client_frame(b"a", fin=False) + client_frame(b"b"), 1002),
+        (client_frame(b"x" * 1024), 1009),
+        (client_frame(b"x" * 1000, fin=False) + client_frame(b"x" * 100, 0x0), 1009),
+        (client_frame(b"\x03", 0x8), 1002),
+        (client_frame(struct.pack("!H", 999), 0x8), 1002),
+        (client_frame(struct.pack("!H", 1000) + b"\xff", 0x8), 1007),
+        (client_frame(b"\xff\xfe", 0x1), 1007),
+    ],
+    ids=[
+        "unmasked",
+        "rsv1",
+        "opcode 3",
+        "opcode 11",
+        "fragmented ping",
+        "long ping",
+        "orphan continuation",
+        "new message inside a fragmented one",
+        "too big",
+        "fragments too big",
+        "close of one byte",
+        "bad close code",
+        "close reason not utf-8",
+        "text not utf-8",
+    ],
+)
+def test_reader_fails_bad_frames(wire: bytes, code: int) -> None:
+    queue = Queue()
+    reader = TunnelFrameReader(queue, 1024)
+    assert reader.feed_data(wire + client_frame(b"after")) == (True, b"")
+    assert isinstance(queue.error, aiohttp.WebSocketError)
+    assert queue.error.code == code
+    assert all(
+        kind is not aiohttp.WSMsgType.BINARY or data != b"after" for kind, data, _ in queue.messages
+    )
+    assert reader.feed_data(client_frame(b"later")) == (True, b"")
+    reader.feed_eof()
+    assert queue.eof
+
+
+async def test_accepted_websocket_uses_the_tunnel_reader() -> None:
+    """A real server websocket from ``accept``: pings answered, big masked messages arrive
+    whole as bytearrays, and the close handshake completes."""
+    from clusternet_aa.tunnel.websocket import accept
+
+    received: list[Any] = []
+    finished = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws, _session = await accept(request)
+        assert isinstance(ws._parser, TunnelFrameReader)
+        async for msg in ws:
+            received.append(msg.data)
+        finished.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as client:
+            ws = await client.ws_connect(
+                f"http://127.0.0.1:{port}/ws", protocols=("clusternet.tunnel.v1",), autoping=False
+            )
+            await ws.ping(b"are you there")
+            pong = await asyncio.wait_for(ws.receive(), 5)
+            assert pong.type is aiohttp.WSMsgType.PONG
+            assert pong.data == b"are you there"
+            big = os.urandom(700_000)
+            await ws.send_bytes(big)
+            await WebSocketTransport(ws).send(bytearray(b"small"))
+            await ws.close()
+            await asyncio.wait_for(finished.wait(), 5)
+        assert [bytes(m) for m in received] == [big, b"small"]
+        assert all(type(m) is bytearray for m in received)
+    finally:
+        await runner.cleanup()
+
+
+def test_reader_holds_only_the_bytes_that_arrived() -> None:
+    """A header announcing a large frame does not make the hub allocate that frame."""
+    queue = Queue()
+    reader = TunnelFrameReader(queue, 1 << 20)
+    wire = client_frame(os.urandom(1_000_000))
+    reader.feed_data(wire[:14])
+    assert reader._frame is not None
+    assert len(reader._frame) == 0
+    reader.feed_data(wire[14:1014])
+    assert len(reader._frame) == 1000
+    reader.feed_data(wire[1014:])
+    assert reader._frame is None
+    assert len(queue.messages) == 1
