@@ -96,6 +96,31 @@ class Http2Settings:
     idle_timeout: float = 75.0
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, with the count of open inbound streams made O(1) amortised.
+
+    h2 counts them on every new request stream by walking all its streams (and forgets the
+    closed ones on the way): on a connection where an aggregator multiplexes 1,000 idle
+    watches, that walk cost about 0.13 ms of CPU per request (0.65 ms at 5,000). The count
+    only feeds h2's check against SETTINGS_MAX_CONCURRENT_STREAMS, so while the number of
+    streams h2 holds (open or closed, an upper bound of the open ones) is below that limit
+    it is returned as is: the check passes exactly as it would. h2's exact walk runs when
+    the bound reaches the limit, or when h2 holds a quarter more streams (plus 64) than were
+    open at the last walk, which keeps closed streams from piling up.
+    """
+
+    _sweep_at = 64
+
+    @property
+    def open_inbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < self._sweep_at and held < self.local_settings.max_concurrent_streams:
+            return held
+        count = super().open_inbound_streams
+        self._sweep_at = count + count // 4 + 64
+        return count
+
+
 class Http2Listener:
     """The protocol factory of the hub's TLS listener: ALPN ``h2`` to HTTP/2, else aiohttp.
 
@@ -514,7 +539,7 @@ class _H2Protocol(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         settings = listener.settings
-        self.h2 = h2.connection.H2Connection(
+        self.h2 = _Connection(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
