@@ -12,15 +12,12 @@ from collections.abc import Mapping
 
 import aiohttp
 from aiohttp import web
-from aiohttp._websocket.reader import WebSocketDataQueue
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE
-from aiohttp.http_websocket import WebSocketWriter
 
 from clusternet_aa.tunnel.protocol.connection import Role
 from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
 from clusternet_aa.tunnel.protocol.settings import FRAME_OVERHEAD, SUBPROTOCOLS, Settings
 from clusternet_aa.tunnel.session import Session, StreamHandler
-from clusternet_aa.tunnel.transport import TunnelFrameReader, WebSocketTransport
+from clusternet_aa.tunnel.transport import WebSocketTransport
 
 #: Subprotocol names we accept, newest first.
 ACCEPTED_SUBPROTOCOLS = tuple(SUBPROTOCOLS[v] for v in sorted(SUBPROTOCOLS, reverse=True))
@@ -49,28 +46,6 @@ def _max_message(settings: Settings) -> int:
     return settings.max_message_size + FRAME_OVERHEAD
 
 
-class _TunnelWebSocketResponse(web.WebSocketResponse):
-    """aiohttp's server websocket with :class:`TunnelFrameReader` as its frame parser.
-
-    The parser is chosen in ``_post_start``, before the upgraded connection's first byte is
-    parsed, so no frame is ever split between two parsers. This mirrors aiohttp's own
-    ``_post_start`` (aiohttp is pinned; tests/tunnel/test_data_path.py checks the swap)."""
-
-    def _post_start(
-        self, request: web.BaseRequest, protocol: str | None, writer: WebSocketWriter
-    ) -> None:
-        self._ws_protocol = protocol
-        self._writer = writer
-        self._reset_heartbeat()
-        assert self._loop is not None
-        self._reader = WebSocketDataQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
-        parser = TunnelFrameReader(self._reader, self._max_msg_size)
-        self._parser = parser  # type: ignore[assignment]
-        callback = None if self._heartbeat is None else self._on_data_received
-        request.protocol.set_parser(parser, data_received_cb=callback)  # type: ignore[arg-type]
-        request.protocol.keep_alive(False)
-
-
 async def accept(
     request: web.BaseRequest,
     *,
@@ -83,7 +58,7 @@ async def accept(
     The caller must have checked :func:`offered_subprotocol` first.
     """
     settings = settings or Settings()
-    ws = _TunnelWebSocketResponse(
+    ws = web.WebSocketResponse(
         protocols=ACCEPTED_SUBPROTOCOLS,
         max_msg_size=_max_message(settings),
         compress=False,

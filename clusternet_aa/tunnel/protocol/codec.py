@@ -81,37 +81,34 @@ _UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _BIN_WIDTH = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 
 
-def decode_message(message: bytes | bytearray, *, max_frame_size: int) -> list[frames.Frame]:
+def decode_message(message: bytes, *, max_frame_size: int) -> list[frames.Frame]:
     """All frames of one websocket message, validated.
 
     ``max_frame_size`` is the DATA payload limit we announced; any other frame must fit in it
     plus :data:`FRAME_OVERHEAD` as well.
 
     Leading DATA frames in their canonical encoding (what :func:`data_header` writes) are parsed
-    by hand, copying each payload once (a bytearray message, as the hub's websocket reader
-    hands over, is read through a memoryview so that this stays the only copy); the first
-    frame that is anything else, or anything unusual, hands the rest of the message to the
-    general msgpack decoder, which validates it (and reports any fault) exactly as it would
-    have.
+    by hand, copying each payload once; the first frame that is anything else, or anything
+    unusual, hands the rest of the message to the general msgpack decoder, which validates it
+    (and reports any fault) exactly as it would have.
     """
-    source: bytes | memoryview = message if type(message) is bytes else memoryview(message)
     decoded: list[frames.Frame] = []
     offset = 0
-    size = len(source)
+    size = len(message) if type(message) is bytes else 0
     while offset < size:
-        frame = _fast_data(source, offset, size, max_frame_size)
+        frame = _fast_data(message, offset, size, max_frame_size)
         if frame is None:
             break
         decoded.append(frame[0])
         offset = frame[1]
     if decoded and offset == size:
         return decoded
-    decoded.extend(_decode_general(source[offset:] if offset else source, max_frame_size))
+    decoded.extend(_decode_general(message[offset:] if offset else message, max_frame_size))
     return decoded
 
 
 def _fast_data(
-    message: bytes | memoryview, offset: int, size: int, max_frame_size: int
+    message: bytes, offset: int, size: int, max_frame_size: int
 ) -> tuple[frames.Data, int] | None:
     """The canonical DATA frame at ``offset`` and where it ends, or None for anything else
     (another frame type, an odd encoding, a fault) so the general decoder can judge it."""
@@ -140,12 +137,10 @@ def _fast_data(
     end = start + length
     if end > size or length > max_frame_size or end - offset > max_frame_size + FRAME_OVERHEAD:
         return None
-    # A bytes slice is the copy and bytes() of it a no-op; a memoryview slice copies nothing
-    # and bytes() of it is the copy.
-    return frames.Data(stream_id, bytes(message[start:end])), end
+    return frames.Data(stream_id, message[start:end]), end
 
 
-def _decode_general(message: bytes | memoryview, max_frame_size: int) -> list[frames.Frame]:
+def _decode_general(message: bytes, max_frame_size: int) -> list[frames.Frame]:
     limit = max_frame_size + FRAME_OVERHEAD
     unpacker = msgpack.Unpacker(
         raw=False,

@@ -386,9 +386,8 @@ class Connection:
 
     # ------------------------------------------------------------------ input
 
-    def receive_message(self, message: bytes | bytearray) -> list[events.Event]:
-        """Process one binary websocket message from the peer (a bytearray is read in place:
-        each DATA payload is copied out of it once)."""
+    def receive_message(self, message: bytes) -> list[events.Event]:
+        """Process one binary websocket message from the peer."""
         if self.state is ConnectionState.CLOSED:
             return []
         self._heard = True
