@@ -497,10 +497,13 @@ class _H2Stream(AbstractStreamWriter):
 
     async def _wait_window(self) -> None:
         waiter = self._window_waiter = asyncio.get_running_loop().create_future()
+        blocked = self.connection.blocked
+        blocked.add(self)
         try:
             await waiter
         finally:
             self._window_waiter = None
+            blocked.discard(self)
 
     def window_opened(self) -> None:
         waiter = self._window_waiter
@@ -565,6 +568,8 @@ class _H2Protocol(asyncio.Protocol):
         )
         self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
         self.streams: dict[int, _H2Stream] = {}
+        #: Streams whose writer waits for flow-control credit.
+        self.blocked: set[_H2Stream] = set()
         self.ssl_context: Any = None
         self.peername: Any = None
         self.sockname: Any = None
@@ -755,18 +760,22 @@ class _H2Protocol(asyncio.Protocol):
                 stream.peer_reset()
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id == 0:
-                for stream in self.streams.values():
-                    stream.window_opened()
+                self._wake_blocked()
             else:
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.window_opened()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            for stream in self.streams.values():
-                stream.window_opened()
+            self._wake_blocked()
         elif isinstance(event, h2.events.ConnectionTerminated):
             # h2 sends nothing after the peer's GOAWAY: the streams cannot finish here.
             self._abandon()
+
+    def _wake_blocked(self) -> None:
+        """Connection credit or a larger initial window: only the streams waiting for credit
+        can use it (an aggregator's connection may carry a thousand idle watches)."""
+        for stream in list(self.blocked):
+            stream.window_opened()
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length

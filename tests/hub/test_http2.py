@@ -84,6 +84,8 @@ class H2Client:
         self.conn = h2.connection.H2Connection(config)
         self.streams: dict[int, Stream] = {}
         self.stalled: set[int] = set()
+        #: Streams whose data gets no credit back at all (neither stream nor connection).
+        self.held: set[int] = set()
         self.terminated: h2.events.ConnectionTerminated | None = None
         self.remote_settings: dict[int, int] = {}
         self.closed = asyncio.Event()
@@ -143,7 +145,9 @@ class H2Client:
         elif isinstance(event, h2.events.DataReceived):
             stream.data += event.data
             stream.ended_with_data = event.stream_ended is not None and bool(event.data)
-            if stream_id in self.stalled:
+            if stream_id in self.held:
+                pass
+            elif stream_id in self.stalled:
                 if event.flow_controlled_length:
                     self.conn.increment_flow_control_window(event.flow_controlled_length)
             else:
@@ -402,6 +406,28 @@ async def test_a_stalled_stream_holds_at_most_its_window(
     assert probe.written["slow"] == written
     client.reset(flowing)
     client.reset(stalled)
+
+
+async def test_writers_waiting_for_connection_credit_resume_when_it_comes(
+    client: H2Client, probe: Probe
+) -> None:
+    """Stream windows wide open, the connection's spent: the writer waits, and the
+    connection's WINDOW_UPDATE (not one for its stream) wakes it."""
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
+    client.flush()
+    stream_id = client.request(f"{TEST_PREFIX}/endless/held")
+    client.held.add(stream_id)
+    window = 65535  # the connection's window (h2's default for the client)
+    await client.wait(stream_id, lambda s: len(s.data) >= window - 16384)
+    await asyncio.sleep(0.3)
+    assert "held" in probe.blocked
+    assert len(client.streams[stream_id].data) <= window
+    before = probe.written["held"]
+    client.conn.increment_flow_control_window(1 << 20)  # stream 0 only
+    client.flush()
+    await client.wait(stream_id, lambda s: len(s.data) >= (1 << 20) // 2)
+    await probe.until(lambda: probe.written["held"] > before)
+    client.reset(stream_id)
 
 
 async def test_request_bodies_larger_than_the_window_flow(client: H2Client) -> None:
