@@ -223,6 +223,8 @@ class Forwarder:
             UPGRADE_KEY: upgrade,
             BODY_KEY: request.body_exists and not upgrade,
         }
+        # This frame stays suspended for the whole of a watch: drop what went into the OPEN.
+        del raw_headers
         try:
             stream = await session.open_stream(head, metadata)
         except LocalProtocolError as exc:
@@ -238,6 +240,7 @@ class Forwarder:
             ) from None
         except TunnelError as exc:
             raise StatusError(503, f'cluster "{cluster_id}": tunnel unavailable: {exc}') from None
+        del head, metadata
         kind = "upgrade" if upgrade else "http"
         if self._metrics is not None:
             self._metrics.stream_opened(kind)
@@ -286,6 +289,7 @@ class Forwarder:
             length = head.metadata.get(CONTENT_LENGTH_KEY)
             if isinstance(length, int) and length >= 0:
                 response.content_length = length
+            del head  # a watch lives long here: keep no copy of the head it no longer needs
             await response.prepare(request)
             while chunk := await stream.read(_WRITE_CHUNK):
                 await response.write(chunk)

@@ -166,7 +166,9 @@ class Session:
         if self._closed.is_set():
             raise SessionClosedError(self.close_reason or "session is closed", self.close_code)
         stream_id = self._conn.open_stream(target, metadata)
-        stream = TunnelStream(self, stream_id, target=target, metadata=dict(metadata or {}))
+        # The metadata went out in the OPEN frame; the opener has its own copy, so the stream
+        # keeps none (one dict fewer per idle watch in the hub).
+        stream = TunnelStream(self, stream_id, target=target, metadata={})
         self._streams[stream_id] = stream
         self.stats.streams_opened += 1
         self._wakeup.set()
@@ -198,7 +200,9 @@ class Session:
 
     def _acknowledge(self, stream_id: int, size: int) -> None:
         self._conn.acknowledge_data(stream_id, size)
-        self._wakeup.set()
+        # Most reads owe no WINDOW_UPDATE yet (updates are batched): no writer pass for them.
+        if self._conn.has_output:
+            self._wakeup.set()
 
     async def _wait_writable(self, stream: TunnelStream) -> None:
         while self._conn.outbound_buffered(stream.stream_id) > self._high_water:
@@ -280,7 +284,10 @@ class Session:
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch(self._conn.handle_timer(self._loop.time()))
-        self._wakeup.set()
+        # An interval in which the peer was heard sends nothing: no writer pass for it (on an
+        # idle hub with thousands of tunnels this is most timer runs).
+        if self._conn.has_output or self._conn.closed:
+            self._wakeup.set()
         self._arm_timer()
 
     async def _shutdown(self) -> None:

@@ -43,6 +43,25 @@ class TunnelStream:
     opened, ``target`` and ``metadata`` say what it wants; answer with :meth:`send_headers`.
     """
 
+    # Slots and lazily made waiters: a hub holds one of these per idle watch, so every
+    # per-stream object counts (an asyncio.Event is a deque and a dict; most streams never
+    # need a second waiter, and a stream that never receives data never needs a buffer).
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_closed_waiter",
+        "_eof",
+        "_error",
+        "_finished",
+        "_read_waiter",
+        "_response",
+        "_session",
+        "_write_closed",
+        "metadata",
+        "stream_id",
+        "target",
+    )
+
     def __init__(
         self,
         session: Session,
@@ -55,19 +74,25 @@ class TunnelStream:
         self.stream_id = stream_id
         self.target = target
         self.metadata = metadata
-        self._chunks: deque[bytes | memoryview] = deque()
+        self._chunks: deque[bytes | memoryview] | None = None
         self._buffered = 0
         self._eof = False
         self._error: StreamResetError | None = None
-        self._readable = asyncio.Event()
+        self._read_waiter: asyncio.Future[None] | None = None
         self._response: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
-        self._done = asyncio.Event()
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._finished = False
         self._write_closed = False
 
     # -------------------------------------------------------------- reading
 
     async def response(self) -> ResponseHead:
         """The peer's response head (raises :class:`StreamResetError` if reset first)."""
+        if self._response.done():
+            # Usually so by the time the opener asks (head and body arrive in one message):
+            # no shield, no extra hop through the loop.
+            return self._response.result()
+        # Shielded: a cancelled caller must not cancel the future the session resolves.
         return await asyncio.shield(self._response)
 
     async def read(self, max_bytes: int = -1) -> bytes:
@@ -77,9 +102,14 @@ class TunnelStream:
                 raise self._error
             if self._eof:
                 return b""
-            self._readable.clear()
-            await self._readable.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
         chunks = self._chunks
+        assert chunks is not None  # the loop above left only with buffered chunks
         if max_bytes < 0 or max_bytes >= self._buffered:
             # One chunk (the usual case in bulk, one DATA frame per wakeup) is returned as it
             # is: ``bytes.join`` of a single bytes object copies nothing.
@@ -180,7 +210,11 @@ class TunnelStream:
 
     async def wait_closed(self) -> None:
         """Wait until both halves are done or the stream was reset."""
-        await self._done.wait()
+        if self._finished:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed_waiter)
 
     # -------------------------------------------------------------- fed by the session
 
@@ -188,14 +222,21 @@ class TunnelStream:
         if self._error is not None:
             raise self._error
 
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _feed(self, data: bytes) -> None:
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self._buffered += len(data)
-        self._readable.set()
+        self._wake_reader()
 
     def _feed_eof(self) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake_reader()
 
     def _set_response(self, head: ResponseHead) -> None:
         if not self._response.done():
@@ -204,13 +245,16 @@ class TunnelStream:
     def _fail(self, error: StreamResetError) -> None:
         if self._error is None:
             self._error = error
-        self._chunks.clear()
+        self._chunks = None
         self._buffered = 0
         if not self._response.done():
             self._response.set_exception(error)
             self._response.exception()  # mark retrieved: nobody may be waiting for it
-        self._readable.set()
-        self._done.set()
+        self._wake_reader()
+        self._finish()
 
     def _finish(self) -> None:
-        self._done.set()
+        self._finished = True
+        waiter = self._closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
