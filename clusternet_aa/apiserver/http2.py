@@ -420,7 +420,7 @@ class _H2Stream(AbstractStreamWriter):
             raise ConnectionResetError(f"HTTP/2 stream {self.id} was reset")
         if not data and self._head is not None:
             self._send_head(end_stream=True)
-            self.connection.flush_soon()
+            self.connection.flush_ended()
         else:
             await self._send(data, end_stream=True)
         self._ended = True
@@ -453,7 +453,9 @@ class _H2Stream(AbstractStreamWriter):
             if not view:
                 if end_stream:
                     self._end()
-                connection.flush_soon()
+                    connection.flush_ended()
+                else:
+                    connection.flush_soon()
                 return
             await connection.writable()
             self._check_open()
@@ -479,7 +481,7 @@ class _H2Stream(AbstractStreamWriter):
                 connection.flush()
             if last:
                 self._ended = True
-                connection.flush_soon()
+                connection.flush_ended()
                 return
 
     def _check_open(self) -> None:
@@ -714,6 +716,15 @@ class _H2Protocol(asyncio.Protocol):
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush_now)
+
+    def flush_ended(self) -> None:
+        """A response has ended: alone on its connection it is written now (a sequential
+        client gets it one loop iteration sooner); beside other streams it goes out with
+        theirs at the end of the iteration."""
+        if len(self.streams) <= 1:
+            self.flush()
+        else:
+            self.flush_soon()
 
     def _flush_now(self) -> None:
         self._flush_pending = False
