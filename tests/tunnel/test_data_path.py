@@ -245,7 +245,7 @@ async def test_partial_reads_cut_chunks_and_keep_the_rest() -> None:
     while data := await stream.read(next(sizes, 4096)):
         assert type(data) is bytes
         got += data
-        assert stream.buffered == len(expected) - len(got) == sum(map(len, stream._chunks))
+        assert stream.buffered == len(expected) - len(got) == sum(map(len, stream._chunks or ()))
     assert bytes(got) == expected
     assert acks.acknowledged == len(expected)
 

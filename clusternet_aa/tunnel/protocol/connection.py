@@ -84,7 +84,8 @@ class _Stream:
         self.state = StreamState.IDLE
         self.send_credit = SendCredit(send)
         self.receive_window = ReceiveWindow(receive)
-        self.outbound: deque[bytes | memoryview] = deque()
+        # Made on the first write: most streams in a hub (watches, GETs) never send a body.
+        self.outbound: deque[bytes | memoryview] | None = None
         self.outbound_size = 0
         self.end_pending = False
 
@@ -213,6 +214,8 @@ class Connection:
         stream.advance(StreamInput.SEND_DATA)
         if not data:
             return
+        if stream.outbound is None:
+            stream.outbound = deque()
         stream.outbound.append(bytes(data))
         stream.outbound_size += len(data)
         self._mark_ready(stream)
@@ -329,6 +332,7 @@ class Connection:
         """The next ``n`` queued bytes. Partial chunks are cut as memoryviews, so no payload
         is copied before :meth:`data_to_send` joins the message."""
         out = stream.outbound
+        assert out is not None  # only streams with queued bytes are ready
         first = out[0]
         stream.outbound_size -= n
         if len(first) == n:
@@ -617,7 +621,7 @@ class Connection:
             self._ready.append(stream.id)
 
     def _drop(self, stream: _Stream) -> None:
-        stream.outbound.clear()
+        stream.outbound = None
         stream.outbound_size = 0
         stream.end_pending = False
         # pragma below: every caller passes a stream it just took from self._streams.
