@@ -325,7 +325,8 @@ class Forwarder:
 
     async def _response_head(self, stream: TunnelStream, cluster_id: str) -> ResponseHead:
         try:
-            return await stream.response()
+            # Taken, not kept in the stream: a watch holds its stream for hours.
+            return await stream.take_response()
         except StreamResetError as exc:
             raise _stream_failure(exc, cluster_id) from None
 

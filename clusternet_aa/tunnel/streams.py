@@ -79,7 +79,10 @@ class TunnelStream:
         self._eof = False
         self._error: StreamResetError | None = None
         self._read_waiter: asyncio.Future[None] | None = None
-        self._response: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        # None once the opener took the head with take_response().
+        self._response: asyncio.Future[ResponseHead] | None = (
+            asyncio.get_running_loop().create_future()
+        )
         self._closed_waiter: asyncio.Future[None] | None = None
         self._finished = False
         self._write_closed = False
@@ -88,12 +91,22 @@ class TunnelStream:
 
     async def response(self) -> ResponseHead:
         """The peer's response head (raises :class:`StreamResetError` if reset first)."""
+        if self._response is None:
+            raise RuntimeError("the response head was taken with take_response()")
         if self._response.done():
             # Usually so by the time the opener asks (head and body arrive in one message):
             # no shield, no extra hop through the loop.
             return self._response.result()
         # Shielded: a cancelled caller must not cancel the future the session resolves.
         return await asyncio.shield(self._response)
+
+    async def take_response(self) -> ResponseHead:
+        """The peer's response head, which the stream then forgets (later :meth:`response`
+        calls raise RuntimeError). For an opener that keeps the stream long after reading the
+        head, such as the hub forwarding a watch: the decoded headers need not live as long."""
+        head = await self.response()
+        self._response = None
+        return head
 
     async def read(self, max_bytes: int = -1) -> bytes:
         """Up to ``max_bytes`` (all buffered bytes when -1); b"" at end of stream."""
@@ -239,7 +252,7 @@ class TunnelStream:
         self._wake_reader()
 
     def _set_response(self, head: ResponseHead) -> None:
-        if not self._response.done():
+        if self._response is not None and not self._response.done():
             self._response.set_result(head)
 
     def _fail(self, error: StreamResetError) -> None:
@@ -247,9 +260,10 @@ class TunnelStream:
             self._error = error
         self._chunks = None
         self._buffered = 0
-        if not self._response.done():
-            self._response.set_exception(error)
-            self._response.exception()  # mark retrieved: nobody may be waiting for it
+        response = self._response
+        if response is not None and not response.done():
+            response.set_exception(error)
+            response.exception()  # mark retrieved: nobody may be waiting for it
         self._wake_reader()
         self._finish()
 

@@ -15,8 +15,9 @@ from aiohttp import web
 
 from clusternet_aa.tunnel.protocol import codec, frames
 from clusternet_aa.tunnel.protocol.connection import Connection, Role
+from clusternet_aa.tunnel.protocol.errors import ErrorCode
 from clusternet_aa.tunnel.protocol.settings import Settings
-from clusternet_aa.tunnel.streams import TunnelStream
+from clusternet_aa.tunnel.streams import ResponseHead, StreamResetError, TunnelStream
 from clusternet_aa.tunnel.transport import (
     SMALL_MESSAGE,
     WebSocketTransport,
@@ -257,3 +258,18 @@ async def test_read_all_after_a_cut_returns_the_remainder() -> None:
     stream._feed(b"gh")
     assert await stream.read() == b"cdefgh"
     assert await stream.readexactly(0) == b""
+
+
+async def test_take_response_hands_the_head_over_and_forgets_it() -> None:
+    stream = new_stream(Acks())
+    head = ResponseHead(200, (("content-type", "application/json"),))
+    stream._set_response(head)
+    assert await stream.response() is head  # response() may be asked again...
+    assert await stream.take_response() is head  # ...take_response() hands it over
+    assert stream._response is None
+    with pytest.raises(RuntimeError, match="taken"):
+        await stream.response()
+    stream._set_response(ResponseHead(500))  # a late head changes nothing
+    stream._fail(StreamResetError(ErrorCode.CANCEL, "gone", remote=False))
+    with pytest.raises(StreamResetError):
+        await stream.read()
