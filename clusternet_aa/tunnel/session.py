@@ -38,6 +38,42 @@ DEFAULT_HIGH_WATER = 256 * KiB
 DEFAULT_CONTROL_BACKLOG = 1 * MiB
 
 
+class _WriterSignal:
+    """An ``asyncio.Event`` for exactly one waiter, the session's writer task.
+
+    ``set`` runs several times per message on a busy tunnel and once per keepalive exchange on
+    an idle one; an Event keeps a deque of waiters and a future per wait for the general case,
+    this keeps one flag and, while the writer sleeps, one future.
+    """
+
+    __slots__ = ("_flag", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
 class SessionClosedError(TunnelError):
     """The session is closed or draining; carries the code it ended with."""
 
@@ -81,8 +117,9 @@ class Session:
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._wakeup = asyncio.Event()
+        self._wakeup = _WriterSignal(self._loop)
         self._progress: asyncio.Future[None] = self._loop.create_future()
+        self._progress_waiters = 0
         self._hello = asyncio.Event()
         self._closed = asyncio.Event()
         self._finishing = False
@@ -212,11 +249,18 @@ class Session:
         stream._raise_if_reset()
 
     async def _next_progress(self) -> None:
-        await asyncio.shield(self._progress)
+        self._progress_waiters += 1
+        try:
+            await asyncio.shield(self._progress)
+        finally:
+            self._progress_waiters -= 1
 
     def _notify_progress(self) -> None:
-        progress, self._progress = self._progress, self._loop.create_future()
-        progress.set_result(None)
+        # The writer calls this after every pass; almost always nobody waits (no stream over
+        # its high-water mark, no control backlog), and then it costs no future.
+        if self._progress_waiters:
+            progress, self._progress = self._progress, self._loop.create_future()
+            progress.set_result(None)
 
     def _release_closed_streams(self) -> None:
         """Forget the streams the core has finished with; their readers keep their buffers."""
