@@ -247,6 +247,14 @@ class TunnelMachine(RuleBasedStateMachine):
                 assert d.on_wire <= window + d.granted, "sender exceeded its credit"
 
     @invariant()
+    def stream_counts_match_the_live_streams(self) -> None:
+        """The O(1) counts behind the concurrency limits agree with a full count."""
+        for conn in self.conns.values():
+            for local in (True, False):
+                live = sum(1 for st in conn._streams.values() if st.opener is local)
+                assert conn._count_streams(local=local) == live
+
+    @invariant()
     def unread_bytes_never_exceed_the_window(self) -> None:
         for model in self.streams.values():
             for sender, d in model.dirs.items():

@@ -102,6 +102,9 @@ class Connection:
         self.peer_settings: Settings | None = None
         self.state = ConnectionState.OPEN
         self._streams: dict[int, _Stream] = {}
+        # Live streams by opener ([peer's, ours]): the concurrency limits are checked on every
+        # OPEN, and counting a tunnel with a thousand watches on each would cost O(streams).
+        self._stream_counts = [0, 0]
         self._next_stream_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_stream_id = 0
         self._peer_parity = 0 if role is Role.CLIENT else 1
@@ -583,6 +586,7 @@ class Connection:
         ]
         self._closed_ids.extend(self._streams)
         self._streams.clear()
+        self._stream_counts = [0, 0]
         self._ready.clear()
         self._in_ready.clear()
         if goaway and not remote:
@@ -602,6 +606,7 @@ class Connection:
             receive=self.local_settings.initial_stream_window,
         )
         self._streams[stream_id] = stream
+        self._stream_counts[opener] += 1
         return stream
 
     def _live(self, stream_id: int) -> _Stream:
@@ -613,7 +618,7 @@ class Connection:
         return stream
 
     def _count_streams(self, *, local: bool) -> int:
-        return sum(1 for stream in self._streams.values() if stream.opener is local)
+        return self._stream_counts[local]
 
     def _mark_ready(self, stream: _Stream) -> None:
         if stream.id not in self._in_ready and stream.send_credit.available > 0:
@@ -626,6 +631,7 @@ class Connection:
         stream.end_pending = False
         # pragma below: every caller passes a stream it just took from self._streams.
         if self._streams.pop(stream.id, None) is not None:  # pragma: no branch
+            self._stream_counts[stream.opener] -= 1
             self._closed_ids.append(stream.id)
         if stream.id in self._in_ready:
             self._in_ready.discard(stream.id)
@@ -634,6 +640,7 @@ class Connection:
     def _forget_if_done(self, stream: _Stream) -> None:
         if stream.state is StreamState.CLOSED and not stream.outbound_size:
             del self._streams[stream.id]
+            self._stream_counts[stream.opener] -= 1
             self._closed_ids.append(stream.id)
 
     def _encode_control(self, frame: frames.Frame) -> bytes:
