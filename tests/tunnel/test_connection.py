@@ -331,6 +331,26 @@ def test_peer_concurrency_limit_is_obeyed_locally() -> None:
     assert c.open_streams == 3
 
 
+def test_streams_that_finish_normally_free_their_place_under_the_limits() -> None:
+    """Hundreds of requests, each ended both ways, through a limit of 2 on either side."""
+    limits = Settings(max_concurrent_streams=2)
+    pair = ConnectionPair(limits, limits)
+    c, s = pair.client.conn, pair.server.conn
+    for _ in range(300):
+        sid, _ = pair.request()
+        c.end_stream(sid)
+        s.end_stream(sid)
+        pair.pump()
+        assert c.open_streams == 0
+        assert s.open_streams == 0
+    c.open_stream(HTTP)
+    c.open_stream(HTTP)
+    with pytest.raises(LocalProtocolError):
+        c.open_stream(HTTP)
+    pair.pump()
+    assert of_type(drain_frames(s), frames.Reset) == []  # both were accepted by the server
+
+
 def test_over_limit_opens_from_the_peer_are_refused() -> None:
     server = handshaken(Role.SERVER, Settings(max_concurrent_streams=1))
     opened = server.receive_message(message(frames.Open(1, HTTP), frames.Open(3, HTTP)))
