@@ -177,13 +177,14 @@ def _from_wire(item: Any, max_frame_size: int) -> frames.Frame:
     stream_id = _int(stream_id, "stream id")
     if not 0 <= stream_id <= _MAX_ID:
         raise RemoteProtocolError(f"stream id {stream_id} out of range")
-    try:
-        frame_type = FrameType(kind)
-    except ValueError:
-        raise RemoteProtocolError(f"unknown frame type {kind}") from None
-    arity, parse = _PARSERS[frame_type]
+    # A plain int key: FrameType is an IntEnum, and calling the enum costs a Python-level
+    # lookup per frame.
+    entry = _PARSERS.get(kind)
+    if entry is None:
+        raise RemoteProtocolError(f"unknown frame type {kind}")
+    arity, parse = entry
     if len(rest) != arity:
-        raise RemoteProtocolError(f"{frame_type.name} frame has {len(rest) + 2} elements")
+        raise RemoteProtocolError(f"{FrameType(kind).name} frame has {len(rest) + 2} elements")
     return parse(stream_id, rest, max_frame_size)
 
 
@@ -308,7 +309,8 @@ def _parse_goaway(stream_id: int, rest: list[Any], _: int) -> frames.Frame:
 
 _Parser = Callable[[int, list[Any], int], frames.Frame]
 #: Per frame type: the number of elements after type and stream id, and the parser.
-_PARSERS: dict[FrameType, tuple[int, _Parser]] = {
+#: Keyed by the wire integer (FrameType members are equal to and hash as their ints).
+_PARSERS: dict[int, tuple[int, _Parser]] = {
     FrameType.HELLO: (1, _parse_hello),
     FrameType.OPEN: (3, _parse_open),
     FrameType.HEADERS: (3, _parse_headers),

@@ -38,6 +38,10 @@ class StreamState(enum.Enum):
     HALF_CLOSED_REMOTE = "half-closed (remote)"
     CLOSED = "closed"
 
+    # Members are singletons compared by identity; hashing them by identity too keeps the
+    # transition-table lookup (several per frame) in C instead of Enum's Python __hash__.
+    __hash__ = object.__hash__
+
 
 class StreamInput(enum.Enum):
     SEND_OPEN = "send OPEN"
@@ -50,6 +54,10 @@ class StreamInput(enum.Enum):
     RECV_END = "receive END"
     SEND_RESET = "send RESET"
     RECV_RESET = "receive RESET"
+
+    # Members are singletons compared by identity; hashing them by identity too keeps the
+    # transition-table lookup (several per frame) in C instead of Enum's Python __hash__.
+    __hash__ = object.__hash__
 
 
 S = StreamState
