@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import zlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
@@ -828,7 +830,9 @@ class _H2Protocol(asyncio.Protocol):
         self._last_stream_id = max(self._last_stream_id, stream_id)
         settings = self.listener.settings
         if self._draining or len(self.streams) >= settings.max_concurrent_streams:
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            # Through the guarded reset: the client may have reset this stream in the same
+            # read (h2 then no longer knows it), and that must not end the connection.
+            self.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -840,17 +844,30 @@ class _H2Protocol(asyncio.Protocol):
         except MalformedRequest as exc:
             # RFC 9113 8.1.1: a stream error; the connection and its other streams go on.
             logger.info("HTTP/2 request from %s: malformed: %s", self.peername, exc)
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
         if problem is not None:
             self.streams[stream_id] = stream
-            stream.task = self._loop.create_task(self._refuse(stream, problem))
+            self._start(stream, self._refuse(stream, problem))
             return
         assert message is not None
         if event.stream_ended is None:
             stream.payload = _Payload(stream, settings.stream_window, self._loop)
         self.streams[stream_id] = stream
-        stream.task = self._loop.create_task(self._serve(stream, message))
+        self._start(stream, self._serve(stream, message))
+
+    def _start(self, stream: _H2Stream, handler: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(handler)
+        task.add_done_callback(functools.partial(self._handler_ended, stream))
+        stream.task = task
+
+    def _handler_ended(self, stream: _H2Stream, _task: asyncio.Task[None]) -> None:
+        # A handler cancelled before its first step never runs its body, nor its ``finally``:
+        # that happens when the client resets a stream in the same read that opened it (the
+        # "rapid reset" pattern). Without this its place would never be freed, and a
+        # connection with max_concurrent_streams such places would refuse every request.
+        if self.streams.get(stream.id) is stream:
+            self._stream_done(stream)
 
     async def _serve(self, stream: _H2Stream, message: RawRequestMessage) -> None:
         """What aiohttp's RequestHandler does for one request, for one stream."""

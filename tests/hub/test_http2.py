@@ -87,6 +87,8 @@ class H2Client:
         #: Streams whose data gets no credit back at all (neither stream nor connection).
         self.held: set[int] = set()
         self.terminated: h2.events.ConnectionTerminated | None = None
+        #: Why the reader stopped, when the connection failed rather than closed.
+        self.error: Exception | None = None
         self.remote_settings: dict[int, int] = {}
         self.closed = asyncio.Event()
         self.changed = asyncio.Event()
@@ -121,8 +123,8 @@ class H2Client:
                     self._on(event)
                 self.flush()
                 self.changed.set()
-        except (ConnectionError, h2.exceptions.ProtocolError):
-            pass
+        except (ConnectionError, h2.exceptions.ProtocolError) as exc:
+            self.error = exc
         finally:
             self.closed.set()
             self.changed.set()
@@ -912,3 +914,36 @@ async def test_unread_request_bodies_are_bounded_per_connection(
         assert (await c.get("/ping", headers=[])).status == 200
     finally:
         await c.close()
+
+
+async def test_rapid_reset_is_bounded_by_the_handlers_still_running(
+    h2hub: HubServer, client: H2Client, probe: Probe, pki: PKI
+) -> None:
+    """The "rapid reset" attack (CVE-2023-44487): open a stream and reset it at once, in a
+    loop, so that the client's concurrency limit never binds while the server keeps starting
+    handlers. A stream's place is freed only when its handler has ended, so at most
+    max_concurrent_streams handlers run at any time, the rest are refused, and the hub keeps
+    serving others."""
+    limit = Http2Settings().max_concurrent_streams
+    peak = 0
+    for burst in range(6):
+        for i in range(500):
+            stream_id = client.request(f"{TEST_PREFIX}/hang/r{burst}-{i}")
+            client.reset(stream_id)
+        await asyncio.sleep(0)
+        peak = max(peak, h2hub.listener.active_streams)
+        assert h2hub.listener.active_streams <= limit
+    other = await H2Client.open(h2hub, pki.front_client)
+    try:
+        assert (await other.response(other.request(ECHO), timeout=10)).status == 200
+    finally:
+        await other.close()
+
+    async def all_ended() -> None:
+        while h2hub.listener.active_streams:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_ended(), 10)  # every reset handler was cancelled and ended
+    assert client.terminated is None, client.terminated  # a reset is legal: the connection lives on
+    assert not client.closed.is_set(), client.error
+    assert 0 < peak <= limit
