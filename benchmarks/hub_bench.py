@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -533,7 +533,6 @@ async def throughput_run(
 ) -> dict[str, float]:
     """``concurrency`` workers on their own keep-alive connections for ``duration`` s."""
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
-    done = 0
     async with aiohttp.ClientSession(connector=connector, headers=headers) as client:
 
         async def fetch() -> None:
@@ -542,21 +541,30 @@ async def throughput_run(
                 if resp.status != 200:
                     raise RuntimeError(f"GET {url}: {resp.status}")
 
-        await asyncio.gather(*(fetch() for _ in range(concurrency)))  # open the connections
-        stop_at = 0.0
+        return await _timed_workers(fetch, concurrency, duration, pids)
 
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop_at:
-                await fetch()
-                done += 1
 
-        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-        start = time.perf_counter()
-        stop_at = start + duration
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-        cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+async def _timed_workers(
+    fetch: Callable[[], Awaitable[None]], concurrency: int, duration: float, pids: dict[str, int]
+) -> dict[str, float]:
+    """``concurrency`` workers repeating ``fetch`` for ``duration`` s (after one warm-up fetch
+    each), with the CPU seconds each process in ``pids`` spent meanwhile."""
+    await asyncio.gather(*(fetch() for _ in range(concurrency)))  # warm-up, connections open
+    done = 0
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await fetch()
+            done += 1
+
+    cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    start = time.perf_counter()
+    stop_at = start + duration
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
     result = {"requests": float(done), "seconds": elapsed, "rps": done / elapsed}
     for role, seconds in cpu.items():
         result[f"{role}_cpu_s"] = seconds
@@ -716,7 +724,6 @@ async def throughput_run_h2(
 ) -> dict[str, float]:
     """``concurrency`` workers, each with one stream at a time, all on one HTTP/2 connection
     (as Go's transport multiplexes a client's requests) for ``duration`` s."""
-    done = 0
     async with h2_client(url, context, headers) as (client, head):
 
         async def fetch() -> None:
@@ -724,25 +731,7 @@ async def throughput_run_h2(
             if status != 200:
                 raise RuntimeError(f"GET {url} over h2: {status}")
 
-        await asyncio.gather(*(fetch() for _ in range(concurrency)))  # warm-up
-        stop_at = 0.0
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop_at:
-                await fetch()
-                done += 1
-
-        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-        start = time.perf_counter()
-        stop_at = start + duration
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-        cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
-    result = {"requests": float(done), "seconds": elapsed, "rps": done / elapsed}
-    for role, seconds in cpu.items():
-        result[f"{role}_cpu_s"] = seconds
-    return result
+        return await _timed_workers(fetch, concurrency, duration, pids)
 
 
 async def small_section(
