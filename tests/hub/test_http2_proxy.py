@@ -21,16 +21,14 @@ from clusternet_aa.apiserver.status import status_middleware
 from clusternet_aa.apiserver.tls import offer_alpn
 from clusternet_aa.proxy import routes
 from clusternet_aa.proxy.tunnels import TunnelRegistry
-from clusternet_aa.sandbox.kubesim.server import KubesimConfig, KubesimServer
 from tests.hub.test_http2 import H2Client
 from tests.proxy.conftest import (
-    CHILD_RBAC,
     CLUSTER_ID,
     KUBECTL,
     ProxyWorld,
     StaticDirectory,
     TableAuthorizer,
-    _child_tokens,
+    start_child,
     token_authn,
 )
 
@@ -61,17 +59,7 @@ class H2World:
 
 @pytest.fixture
 async def h2world(tmp_path: Path) -> AsyncIterator[H2World]:
-    child = KubesimServer(KubesimConfig(static_tokens=_child_tokens()))
-    await child.start()
-    admin = child.write_state(tmp_path / "child")
-    rbac = tmp_path / "rbac.yaml"
-    rbac.write_text(CHILD_RBAC)
-    setup = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(admin), "apply", "-f", str(rbac),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await setup.communicate()
-    assert setup.returncode == 0, out + err
+    child = await start_child(tmp_path)
     registry = TunnelRegistry()
     authorizer = TableAuthorizer(
         {

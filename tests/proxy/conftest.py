@@ -243,8 +243,8 @@ def _child_tokens() -> Mapping[str, kubesim_types.UserInfo]:
     }
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[ProxyWorld]:
+async def start_child(tmp_path: Path) -> KubesimServer:
+    """A kubesim child with the agent's RBAC applied by real kubectl (the caller stops it)."""
     child = KubesimServer(KubesimConfig(static_tokens=_child_tokens()))
     await child.start()
     admin = child.write_state(tmp_path / "child")
@@ -256,6 +256,12 @@ async def world(tmp_path: Path) -> AsyncIterator[ProxyWorld]:
     )  # fmt: skip
     out, err = await setup.communicate()
     assert setup.returncode == 0, out + err
+    return child
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[ProxyWorld]:
+    child = await start_child(tmp_path)
     child_ssl = ssl.create_default_context(cadata=child.ca_pem.decode())
 
     registry = TunnelRegistry()
