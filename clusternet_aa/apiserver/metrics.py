@@ -9,7 +9,8 @@ dashboards work; the rest are ours. Implements ``proxy.ports.ProxyMetrics``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -20,7 +21,12 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from clusternet_aa.apiserver.http2 import Http2Listener
 
 #: Clusternet's tunnel-lifetime buckets: 60 s, 4 min, 16 min ... about 11 days.
 CONNECTION_DURATION_BUCKETS = tuple(60.0 * 4**i for i in range(8))
@@ -121,6 +127,11 @@ class HubMetrics:
         self._child(self.requests, "requests", verb, str(code)).inc()
         self._child(self.request_duration, "request_duration", verb).observe(max(0.0, seconds))
 
+    def watch_listener(self, listener: Http2Listener) -> None:
+        """Expose the listener's connection and HTTP/2 stream counts, read at scrape time (the
+        listener counts anyway; nothing is added to its per-request path)."""
+        self.registry.register(_ListenerCollector(listener))
+
     # -- HTTP -------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -132,3 +143,36 @@ class HubMetrics:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.handle)
+
+
+class _ListenerCollector(Collector):
+    """The hub listener's counters as Prometheus series."""
+
+    def __init__(self, listener: Http2Listener) -> None:
+        self._listener = listener
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        listener = self._listener
+        accepted = CounterMetricFamily(
+            "clusternet_hub_connections_accepted",
+            "TLS connections accepted by the hub's listener, by the protocol ALPN chose",
+            labels=["protocol"],
+        )
+        accepted.add_metric(["h2"], listener.h2_connections_total)
+        accepted.add_metric(["http/1.1"], listener.http11_connections_total)
+        yield accepted
+        yield GaugeMetricFamily(
+            "clusternet_hub_http2_connections",
+            "HTTP/2 connections open on the hub's listener",
+            value=len(listener.connections),
+        )
+        yield GaugeMetricFamily(
+            "clusternet_hub_http2_streams",
+            "HTTP/2 request streams whose handler is running (watches included)",
+            value=listener.active_streams,
+        )
+        yield CounterMetricFamily(
+            "clusternet_hub_http2_streams_served",
+            "HTTP/2 request streams served",
+            value=listener.h2_streams_total,
+        )

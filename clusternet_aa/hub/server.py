@@ -89,6 +89,7 @@ class HubServer:
         assert runner.server is not None
         tls.offer_alpn(hub.ssl_context, http2=self.settings.http2)
         self._listener = Http2Listener(runner.server, enabled=self.settings.http2)
+        hub.metrics.watch_listener(self._listener)
         self._server = await asyncio.get_running_loop().create_server(
             self._listener,
             self.settings.bind_address or None,

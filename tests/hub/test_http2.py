@@ -28,6 +28,7 @@ import h2.settings
 import pytest
 import trustme
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from clusternet_aa.apiserver.http2 import Http2Listener, Http2Settings
 from clusternet_aa.apiserver.tls import offer_alpn
@@ -947,3 +948,21 @@ async def test_rapid_reset_is_bounded_by_the_handlers_still_running(
     assert client.terminated is None, client.terminated  # a reset is legal: the connection lives on
     assert not client.closed.is_set(), client.error
     assert 0 < peak <= limit
+
+
+async def test_the_listener_counts_are_metrics(h2hub: HubServer, client: H2Client) -> None:
+    ids = [client.request(f"{TEST_PREFIX}/hang/m{i}") for i in range(3)]
+    await client.wait(ids[-1], lambda s: bool(s.data))
+    reply = await client.get("/metrics")
+    assert reply.status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(reply.data.decode())
+        for s in family.samples
+    }
+    assert samples[("clusternet_hub_connections_accepted_total", (("protocol", "h2"),))] >= 1
+    assert ("clusternet_hub_connections_accepted_total", (("protocol", "http/1.1"),)) in samples
+    assert samples[("clusternet_hub_http2_connections", ())] >= 1
+    # The three hanging watches and the /metrics request itself.
+    assert samples[("clusternet_hub_http2_streams", ())] == 4
+    assert samples[("clusternet_hub_http2_streams_served_total", ())] >= 4
