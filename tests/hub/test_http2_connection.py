@@ -14,7 +14,7 @@ import h2.exceptions
 import pytest
 from h2.settings import SettingCodes
 
-from clusternet_aa.apiserver.http2 import _Connection
+from clusternet_aa.apiserver.http2_connection import CountingH2Connection as _Connection
 
 HEAD = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"hub"), (b":path", b"/")]
 

@@ -1,0 +1,363 @@
+"""One HTTP/2 request stream of the hub's listener, as aiohttp sees it.
+
+:class:`Http2Stream` is the response writer aiohttp's ``StreamResponse`` writes through (HEADERS
+and DATA within the peer's windows), :class:`StreamPayload` the request body reader whose
+window returns as the handler reads, and :class:`StreamTransport` the per-stream
+``request.transport`` whose ``abort`` resets this stream only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import TYPE_CHECKING, Any, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from clusternet_aa.apiserver.http2_connection import Http2Connection
+
+
+#: Response headers that mean something only to one HTTP/1.1 connection (RFC 9113 8.2.2).
+CONNECTION_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: DATA bytes that may wait in h2's output before they are written to the TLS transport (whose
+#: high-water mark then pauses the writers): fewer TLS records than one per frame, bounded.
+_FLUSH_BYTES = 64 * 1024
+
+
+class StreamPayload(StreamReader):
+    """A request body fed from DATA frames; returns stream credit as the handler reads.
+
+    aiohttp's ``StreamReader`` has no hook for "bytes consumed": every read path goes through
+    ``_read_nowait_chunk``, so that is where credit is returned (the upload tests fail if
+    aiohttp stops routing reads through it: the window would never reopen).
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Http2Stream, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(cast(Any, stream), limit, loop=loop)
+        self._stream = stream
+
+    def _read_nowait_chunk(self, n: int) -> bytes:
+        data = super()._read_nowait_chunk(n)
+        if data:
+            self._stream.consumed(len(data))
+        return data
+
+
+class StreamTransport(asyncio.Transport):
+    """``request.transport`` of an HTTP/2 request: the TLS connection's facts, this stream's
+    fate. The forwarder aborts the transport when a response cannot complete; on HTTP/2 that
+    must reset one stream, not the connection carrying a thousand others."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Http2Stream) -> None:
+        self._stream = stream
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        transport = self._stream.connection.transport
+        return default if transport is None else transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._stream.closed
+
+    def close(self) -> None:
+        """End this stream: a finished response is left as is, anything else is cancelled."""
+        self._stream.reset(h2.errors.ErrorCodes.CANCEL)
+
+    def abort(self) -> None:
+        """Fail this stream, so the client sees an error rather than a short body."""
+        self._stream.reset(h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def get_write_buffer_size(self) -> int:
+        transport = self._stream.connection.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise RuntimeError("an HTTP/2 stream is written through its response, not its transport")
+
+
+class Http2Stream(AbstractStreamWriter):
+    """One request stream: the response writer, the body reader's protocol, the request's
+    protocol object (``request.protocol``), and the handler task. One object for all four
+    roles keeps an idle watch's state small."""
+
+    __slots__ = (
+        "_compressor",
+        "_ended",
+        "_head",
+        "_unacked",
+        "_window_waiter",
+        "body_read",
+        "buffer_size",
+        "closed",
+        "connection",
+        "id",
+        "length",
+        "output_size",
+        "payload",
+        "task",
+    )
+
+    def __init__(self, connection: Http2Connection, stream_id: int) -> None:
+        self.connection = connection
+        self.id = stream_id
+        self.payload: StreamReader = EMPTY_PAYLOAD
+        self.task: asyncio.Task[None] | None = None
+        #: Reset (either side) or both halves ended: nothing more goes out.
+        self.closed = False
+        self._head: list[tuple[bytes, bytes]] | None = None
+        self._ended = False
+        self._window_waiter: asyncio.Future[None] | None = None
+        self._unacked = 0
+        #: Request body bytes the handler has read.
+        self.body_read = 0
+        self._compressor: Any = None
+        self.buffer_size = 0
+        self.output_size = 0
+        self.length: int | None = None
+
+    # --- what BaseRequest and StreamReader read from their "protocol" -----------------------
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return None if self.closed else StreamTransport(self)
+
+    @property
+    def ssl_context(self) -> Any:
+        return self.connection.ssl_context
+
+    @property
+    def peername(self) -> Any:
+        return self.connection.peername
+
+    @property
+    def sockname(self) -> Any:
+        return self.connection.sockname
+
+    @property
+    def connected(self) -> bool:
+        return not self.closed
+
+    @property
+    def max_field_size(self) -> int:
+        return self.connection.listener.settings.max_header_list_size
+
+    @property
+    def max_headers(self) -> int:
+        return self.connection.listener.settings.max_header_list_size // 32
+
+    _reading_paused = False
+
+    def pause_reading(self) -> None:
+        """Never needed: the stream window already bounds what the peer may send."""
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """Credit goes back per byte read (:meth:`consumed`), not on a buffer threshold."""
+
+    def consumed(self, size: int) -> None:
+        """The handler read ``size`` body bytes: they no longer count against the connection's
+        buffer, and the stream gets its credit back."""
+        self.body_read += size
+        self.connection.body_read(size)
+        self.credit(size)
+
+    def credit(self, size: int) -> None:
+        """Return ``size`` bytes of stream credit to the client, batched."""
+        self._unacked += size
+        if self.closed or self._unacked < self.connection.listener.settings.stream_window // 4:
+            return
+        increment, self._unacked = self._unacked, 0
+        self.connection.open_stream_window(self.id, increment)
+
+    # --- the response writer -----------------------------------------------------------------
+
+    async def write_headers(self, status_line: str, headers: CIMultiDict[str]) -> None:
+        """Keep the head until the first write (or ``send_headers``), so that a short answer
+        leaves in one TLS record with its body."""
+        status = status_line.split(" ", 2)[1]
+        head = [(b":status", status.encode())]
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower not in CONNECTION_HEADERS:
+                head.append((lower.encode(), value.encode("utf-8", "surrogateescape")))
+        self._head = head
+
+    def send_headers(self) -> None:
+        if self._head is not None and not self.closed:
+            self._send_head(end_stream=False)
+            self.connection.flush_soon()
+
+    def _send_head(self, *, end_stream: bool) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            return
+        try:
+            self.connection.h2.send_headers(self.id, head, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
+        if end_stream:
+            self._ended = True
+
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Send a body chunk. With a declared Content-Length (aiohttp sets ``length``), the
+        chunk that completes it ends the stream in its own DATA frame, so ``write_eof`` has
+        no empty DATA frame left to send (h2's work for one frame, per response); bytes past
+        the declared length are dropped, as aiohttp's HTTP/1.1 writer drops them."""
+        if self._ended:
+            return
+        last = False
+        if self._compressor is not None:
+            chunk = self._compressor.compress(chunk)
+        elif self.length is not None:
+            remaining, size = self.length, len(chunk)
+            if size >= remaining:
+                if size > remaining:
+                    chunk = chunk[:remaining]
+                self.length = 0
+                last = True
+            else:
+                self.length = remaining - size
+        if chunk or last:
+            self.output_size += len(chunk)
+            await self._send(chunk, end_stream=last)
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        if self._ended:
+            return
+        data: bytes | bytearray | memoryview = chunk
+        if self._compressor is not None:
+            data = self._compressor.compress(chunk) + self._compressor.flush()
+        self.output_size += len(data)
+        if self.closed:
+            raise ConnectionResetError(f"HTTP/2 stream {self.id} was reset")
+        if not data and self._head is not None:
+            self._send_head(end_stream=True)
+            self.connection.flush_ended()
+        else:
+            await self._send(data, end_stream=True)
+        self._ended = True
+
+    async def drain(self) -> None:
+        await self.connection.writable()
+
+    def enable_compression(self, encoding: str = "deflate", strategy: int | None = None) -> None:
+        wbits = _GZIP_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        self._compressor = zlib.compressobj(
+            wbits=wbits, strategy=zlib.Z_DEFAULT_STRATEGY if strategy is None else strategy
+        )
+
+    def enable_chunking(self) -> None:
+        """HTTP/2 frames bodies itself; the Transfer-Encoding header is dropped on the way out."""
+
+    async def _send(self, data: bytes | bytearray | memoryview, *, end_stream: bool) -> None:
+        """Send ``data`` within the peer's windows, waiting for credit instead of buffering.
+
+        Frames go to the TLS transport at the end of the loop iteration (so a response head,
+        its body and its end leave in one TLS write), or at once when ``_FLUSH_BYTES`` are
+        waiting, so that the transport's high-water mark bounds what a stalled client holds.
+        """
+        connection = self.connection
+        conn = connection.h2
+        view = memoryview(data)
+        self._send_head(end_stream=False)
+        while True:
+            self._check_open()
+            if not view:
+                if end_stream:
+                    self._end()
+                    connection.flush_ended()
+                else:
+                    connection.flush_soon()
+                return
+            await connection.writable()
+            self._check_open()
+            try:
+                size = min(
+                    len(view), conn.local_flow_control_window(self.id), conn.max_outbound_frame_size
+                )
+                if size <= 0:
+                    connection.flush()
+                    await self._wait_window()
+                    continue
+                last = end_stream and size == len(view)
+                piece = (  # no copy of a write that fits one frame
+                    data if isinstance(data, bytes) and size == len(data) else bytes(view[:size])
+                )
+                conn.send_data(self.id, piece, end_stream=last)
+            except h2.exceptions.ProtocolError as exc:
+                self.closed = True
+                raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
+            view = view[size:]
+            connection.unflushed += size
+            if connection.unflushed >= _FLUSH_BYTES:
+                connection.flush()
+            if last:
+                self._ended = True
+                connection.flush_ended()
+                return
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionResetError(f"HTTP/2 stream {self.id} was reset")
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            try:
+                self.connection.h2.end_stream(self.id)
+            except h2.exceptions.ProtocolError as exc:
+                self.closed = True
+                raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
+
+    async def _wait_window(self) -> None:
+        waiter = self._window_waiter = asyncio.get_running_loop().create_future()
+        blocked = self.connection.blocked
+        blocked.add(self)
+        try:
+            await waiter
+        finally:
+            self._window_waiter = None
+            blocked.discard(self)
+
+    def window_opened(self) -> None:
+        waiter = self._window_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- ends ----------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def reset(self, code: h2.errors.ErrorCodes) -> None:
+        """Reset this stream (our side), unless it is already over."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._ended:
+            self.connection.reset_stream(self.id, code)
+        self.window_opened()
+
+    def peer_reset(self) -> None:
+        """The client reset the stream: its handler is cancelled, so the tunnel stream behind
+        it is reset and the agent's request to the child ends."""
+        self.closed = True
+        self.window_opened()
+        self.payload.set_exception(ConnectionResetError("the client reset the stream"))
+        if self.task is not None:
+            self.task.cancel()
