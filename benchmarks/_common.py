@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 MiB = 1024 * 1024
@@ -324,3 +324,20 @@ def machine_facts() -> dict[str, Any]:
         "openssl": ssl.OPENSSL_VERSION,
         "openssh": ssh_version,
     }
+
+
+async def commands(reader: asyncio.StreamReader, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+    """The driver's commands to a helper process, a line of words at a time, until ``quit``,
+    an empty line, end of input or ``stop``."""
+    while not stop.is_set():
+        line_task = asyncio.ensure_future(reader.readline())
+        stop_task = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((line_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if not line_task.done():
+            line_task.cancel()
+            return
+        words = line_task.result().decode().split()
+        if not words or words[0] == "quit":
+            return
+        yield words

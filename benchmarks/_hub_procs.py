@@ -35,7 +35,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-from benchmarks._common import CHUNK, raise_fd_limit, rss_bytes
+from benchmarks._common import CHUNK, commands, raise_fd_limit, rss_bytes
 from clusternet_aa.agent.tunnel_client import Backoff, TunnelClient, tunnel_url
 from clusternet_aa.proxy.executor import ChildApiserver, Executor
 from clusternet_aa.tunnel import websocket
@@ -236,17 +236,7 @@ async def swarm_main(args: argparse.Namespace) -> None:
             sessions.append(session)
 
         _ready({"pid": os.getpid()})
-        while not stop.is_set():
-            line_task = asyncio.ensure_future(reader.readline())
-            stop_task = asyncio.ensure_future(stop.wait())
-            await asyncio.wait((line_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if not line_task.done():
-                line_task.cancel()
-                break
-            words = line_task.result().decode().split()
-            if not words or words[0] == "quit":
-                break
+        async for words in commands(reader, stop):
             if words[0] == "connect":
                 count, prefix = int(words[1]), words[2]
                 start = len(sessions)

@@ -37,7 +37,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-from benchmarks._common import BenchServer, percentile, raise_fd_limit, rss_bytes
+from benchmarks._common import BenchServer, commands, percentile, raise_fd_limit, rss_bytes
 from clusternet_aa.proxy.dialer import Dialer, allow_addresses
 from clusternet_aa.proxy.local_forward import serve_forward
 from clusternet_aa.tunnel.protocol import frames
@@ -349,17 +349,7 @@ async def agent_main(args: argparse.Namespace) -> None:
             sessions.append(session)
 
         _ready({"pid": os.getpid()})
-        while not stop.is_set():
-            line_task = asyncio.ensure_future(reader.readline())
-            stop_task = asyncio.ensure_future(stop.wait())
-            await asyncio.wait((line_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if not line_task.done():
-                line_task.cancel()
-                break
-            line = line_task.result().decode().split()
-            if not line or line[0] == "quit":
-                break
+        async for line in commands(reader, stop):
             reply: dict[str, Any] = {}
             if line[0] == "connect":
                 count = int(line[1])
