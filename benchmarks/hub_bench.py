@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import math
 import os
@@ -145,6 +146,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its live descendants (sshd serves each connection from
+    forked children), each from its own /proc accounting."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue  # ended while we looked
+    family, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in family:
+                family.add(child)
+                frontier.append(child)
+    total = 0.0
+    for member in family:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
 def rss_of(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
@@ -172,7 +198,7 @@ class Fleet:
         )
         self.parent_url = self.child_url = self.hub_url = ""
         self.hub_pid = self.agent_pid = 0
-        self.bulk_port = 0
+        self.bulk_port = self.bulk_pid = 0
 
     # -------------------------------------------------------------- helpers
 
@@ -330,6 +356,7 @@ class Fleet:
             ),
         )  # fmt: skip
         self.bulk_port = int(bulk.info["port"])
+        self.bulk_pid = bulk.proc.pid
         agent = await self.spawn(
             "agent",
             self.procs("agent", *self.agent_args(self.hub_url), "--cluster", CLUSTER_ID),
@@ -756,10 +783,18 @@ async def small_section(
             url, context, headers = targets[path]
             _log(args, f"  {name} {path} round {round_no + 1}")
             h2_path = path == "hub_h2"
+            before = {role: cpu_seconds(pid) for role, pid in pids.items()}
             lat = await (latency_run_h2 if h2_path else latency_run)(
                 url, context, headers, requests
             )
             figures = raw[path]
+            if path in ("hub", "hub_h2", "aggregated"):
+                # CPU per request at c=1 is the latency's budget: each process wakes per
+                # request with cold caches, so it costs far more than under load (c=32).
+                for role, pid in pids.items():
+                    figures.setdefault(f"{role}_cpu_ms_c1", []).append(
+                        (cpu_seconds(pid) - before[role]) * 1e3 / (requests + 20)
+                    )
             figures.setdefault("p50_ms", []).append(percentile(lat, 50) * 1e3)
             figures.setdefault("p99_ms", []).append(percentile(lat, 99) * 1e3)
             tput = await (throughput_run_h2 if h2_path else throughput_run)(
@@ -902,6 +937,21 @@ async def http_transfer(
     return end - start
 
 
+def _bulk_meters(fleet: Fleet, path: str) -> dict[str, Callable[[], float]]:
+    """CPU-seconds readers of the processes a bulk transfer on ``path`` keeps busy."""
+    meters: dict[str, Callable[[], float]] = {
+        "client": time.process_time,
+        "server": lambda: cpu_seconds(fleet.bulk_pid),
+    }
+    if path == "tunnel":
+        meters["hub"] = lambda: cpu_seconds(fleet.hub_pid)
+        meters["agent"] = lambda: cpu_seconds(fleet.agent_pid)
+    elif path == "ssh" and fleet.ssh is not None:
+        for proc in fleet.ssh.processes:  # sshd (with its per-connection children), ssh
+            meters[f"ssh-{proc.pid}"] = functools.partial(tree_cpu_seconds, proc.pid)
+    return meters
+
+
 async def bulk_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
     size = int(args.bulk_mib * MiB)
     hub_port = int(fleet.hub_url.rsplit(":", 1)[1])
@@ -914,6 +964,9 @@ async def bulk_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]
         paths["ssh"] = (fleet.ssh.local_port, fleet.bench_ssl(), "", [])
     raw: dict[str, dict[str, list[float]]] = {"download": {}, "upload": {}}
     cpu: dict[str, list[float]] = {}
+    # CPU ms per MiB of every process each path keeps busy: its two ends (this process, the
+    # bulk server) and its relays (none; hub + agent; ssh + sshd and its forked children).
+    path_cpu: dict[str, dict[str, dict[str, list[float]]]] = {}
     names = list(paths)
     for round_no in range(args.rounds):
         order = names[round_no % len(names) :] + names[: round_no % len(names)]
@@ -922,17 +975,26 @@ async def bulk_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]
                 port, context, prefix, headers = paths[name]
                 method, path = ("GET", f"{prefix}/bytes/{size}") if direction == "download" else (
                     "PUT", f"{prefix}/upload")  # fmt: skip
-                before = (cpu_seconds(fleet.hub_pid), cpu_seconds(fleet.agent_pid))
+                meters = _bulk_meters(fleet, name)
+                before = {role: meter() for role, meter in meters.items()}
                 seconds = await http_transfer(port, context, method, path, headers, size)
                 raw[direction].setdefault(name, []).append(size / seconds / 1e6)
+                mib = size / MiB
+                spent = {
+                    role: (meter() - before[role]) * 1e3 / mib for role, meter in meters.items()
+                }
                 if name == "tunnel":
-                    mib = size / MiB
-                    cpu.setdefault(f"hub_ms_per_mib_{direction}", []).append(
-                        (cpu_seconds(fleet.hub_pid) - before[0]) * 1e3 / mib
-                    )
-                    cpu.setdefault(f"agent_ms_per_mib_{direction}", []).append(
-                        (cpu_seconds(fleet.agent_pid) - before[1]) * 1e3 / mib
-                    )
+                    cpu.setdefault(f"hub_ms_per_mib_{direction}", []).append(spent["hub"])
+                    cpu.setdefault(f"agent_ms_per_mib_{direction}", []).append(spent["agent"])
+                relays = sum(v for role, v in spent.items() if role not in ("client", "server"))
+                for key, value in (
+                    ("relays", relays),
+                    ("ends", spent["client"] + spent["server"]),
+                    ("all", sum(spent.values())),
+                ):
+                    path_cpu.setdefault(direction, {}).setdefault(name, {}).setdefault(
+                        key, []
+                    ).append(value)
     result: dict[str, Any] = {
         "mbps": {d: {p: summary(v) for p, v in by.items()} for d, by in raw.items()},
         "ratios": {
@@ -944,6 +1006,11 @@ async def bulk_section(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]
             for d, by in raw.items()
         },
         "cpu": {k: summary(v) for k, v in cpu.items()},
+        "cpu_ms_per_mib": {
+            d: {p: {k: summary(v) for k, v in figs.items()} for p, figs in by.items()}
+            for d, by in path_cpu.items()
+        },
+        "cpus": os.cpu_count() or 1,
         "source": f"HTTPS/1.1 server (benchmarks._hub_procs bulk) at 127.0.0.1:{fleet.bulk_port}; "
         "through the hub as a url target (sockets/<id>/proxy/https/127.0.0.1:<port>/...)",
     }
@@ -1467,6 +1534,8 @@ def table(report: dict[str, Any]) -> str:
             ("added_p50_ms", "added p50 vs direct, ms", 2),
             ("added_p99_ms", "added p99 vs direct, ms", 2),
             ("added_p50_vs_impersonated_ms", "added p50 vs direct impersonated, ms", 2),
+            ("hub_cpu_ms_c1", "hub CPU ms per request at c=1", 3),
+            ("agent_cpu_ms_c1", "agent CPU ms per request at c=1", 3),
             ("rps_c32", "req/s at c=32", 0),
             ("hub_cpu_s_per_1000", "hub CPU s per 1,000 requests", 3),
             ("agent_cpu_s_per_1000", "agent CPU s per 1,000 requests", 3),
@@ -1500,6 +1569,13 @@ def table(report: dict[str, Any]) -> str:
                 + f" | {_fmt_ratio(ratios.get('tunnel/ssh'))}"
                 + f" | {_fmt_ratio(ratios.get('tunnel/tls'))} |"
             )
+        for direction, by in b.get("cpu_ms_per_mib", {}).items():
+            for key, label in (("relays", "relays"), ("all", "all processes")):
+                out.append(
+                    f"| {direction}: CPU ms per MiB, {label} | "
+                    + " | ".join(_fmt(by[p][key], digits=2) if p in by else "-" for p in bulk_paths)
+                    + " | | |"
+                )
         for key, stat in b["cpu"].items():
             out.append(
                 f"| {key.replace('_', ' ')} (CPU ms) | {_fmt(stat, digits=2)} |"
