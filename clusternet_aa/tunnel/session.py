@@ -1,8 +1,16 @@
 """Session: the asyncio driver of the sans-IO protocol core over a message transport.
 
 Two tasks run per session: a reader (feeds messages to the core and dispatches its events
-to streams) and a writer (sends whatever the core has queued, control frames first); keepalive
-runs from a loop timer (``call_at``), not a task, so an idle session costs one timer handle.
+to streams) and a writer (sends whatever the core has queued, control frames first, while the
+link is congested); keepalive runs from a loop timer (``call_at``), not a task, so an idle
+session costs one timer handle.
+
+Output normally skips the writer task: whatever is queued in one loop iteration (a request's
+OPEN and END, a response's HEADERS, DATA and END) is flushed by one ``call_soon`` callback,
+written straight to the transport as one message. A task hop costs a loop iteration and a
+coroutine resume with cold caches, which at low concurrency is a good part of a proxied
+request's added latency. The writer task takes over only when the transport cannot take a
+message without waiting (backpressure) and when the session ends.
 The core makes every protocol decision; this module only moves bytes and wakes
 the right waiters, so it stays small.
 
@@ -118,6 +126,11 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._wakeup = _WriterSignal(self._loop)
+        self._flush_pending = False
+        self._writer_busy = False
+        # A message the flush took from the core but the transport could not take at once:
+        # the writer task sends it first, before anything else, to keep the order.
+        self._held: bytearray | None = None
         self._progress: asyncio.Future[None] = self._loop.create_future()
         self._progress_waiters = 0
         self._hello = asyncio.Event()
@@ -208,7 +221,7 @@ class Session:
         stream = TunnelStream(self, stream_id, target=target, metadata={})
         self._streams[stream_id] = stream
         self.stats.streams_opened += 1
-        self._wakeup.set()
+        self._want_flush()
         return stream
 
     def _send_headers(
@@ -219,27 +232,27 @@ class Session:
         metadata: Mapping[str, Any] | None,
     ) -> None:
         self._conn.send_headers(stream_id, status, headers, metadata)
-        self._wakeup.set()
+        self._want_flush()
 
     def _send_data(self, stream_id: int, data: bytes) -> None:
         self._conn.send_data(stream_id, data)
-        self._wakeup.set()
+        self._want_flush()
 
     def _end(self, stream_id: int) -> None:
         self._conn.end_stream(stream_id)
-        self._wakeup.set()
+        self._want_flush()
         self._release_closed_streams()
 
     def _reset(self, stream_id: int, code: ErrorCode, reason: str) -> None:
         self._conn.reset_stream(stream_id, code, reason)
         self._streams.pop(stream_id, None)
-        self._wakeup.set()
+        self._want_flush()
 
     def _acknowledge(self, stream_id: int, size: int) -> None:
         self._conn.acknowledge_data(stream_id, size)
         # Most reads owe no WINDOW_UPDATE yet (updates are batched): no writer pass for them.
         if self._conn.has_output:
-            self._wakeup.set()
+            self._want_flush()
 
     async def _wait_writable(self, stream: TunnelStream) -> None:
         while self._conn.outbound_buffered(stream.stream_id) > self._high_water:
@@ -289,15 +302,56 @@ class Session:
                     self.stats.messages_in += 1
                     self.stats.bytes_in += len(message)
                     self._dispatch(conn.receive_message(message))
-                # Wake the writer only when there is something to write (a PONG, a window
-                # update, data that got credit) or the session is ending; an idle PONG or a
-                # DATA frame whose reader has not read yet needs no writer pass.
-                if conn.has_output or self._finishing or self._conn.closed:
+                # Flush only when there is something to write (a PONG, a window update, data
+                # that got credit); an idle PONG or a DATA frame whose reader has not read yet
+                # needs no pass. The writer task ends the session.
+                if self._finishing or conn.closed:
                     self._wakeup.set()
+                elif conn.has_output:
+                    self._want_flush()
                 while conn.control_backlog > self._control_backlog_limit and not conn.closed:
                     await self._next_progress()
         finally:
             self._wakeup.set()
+
+    def _want_flush(self) -> None:
+        """Output was queued: flush it once the current callback or task step is done, in one
+        message with whatever else this loop iteration queues."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what the core has queued straight to the transport while it takes messages
+        without waiting. Hands over to the writer task when it does not (the writer awaits the
+        drain), while the writer is at work (it keeps the order), and when the session ends
+        (the writer closes it)."""
+        self._flush_pending = False
+        conn = self._conn
+        if self._writer_busy or self._finishing or conn.closed or not self._tasks:
+            self._wakeup.set()
+            return
+        send_nowait = self._transport.send_nowait
+        stats = self.stats
+        try:
+            while conn.has_output:
+                message = conn.data_to_send()
+                if not message:
+                    break
+                if not send_nowait(message):
+                    self._held = message
+                    self._wakeup.set()
+                    break
+                stats.messages_out += 1
+                stats.bytes_out += len(message)
+                self._notify_progress()
+        except (OSError, RuntimeError, ConnectionError) as exc:
+            logger.debug("tunnel %s: send failed: %r", self.name, exc)
+            self._dispatch(conn.connection_lost())
+            self._wakeup.set()  # the writer task shuts the session down
+            return
+        self._release_closed_streams()
+        self._notify_progress()
 
     async def _write_loop(self) -> None:
         conn = self._conn
@@ -305,11 +359,16 @@ class Session:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while message := conn.data_to_send():
+                self._writer_busy = True
+                message = self._held or conn.data_to_send()
+                self._held = None
+                while message:
                     await self._transport.send(message)
                     self.stats.messages_out += 1
                     self.stats.bytes_out += len(message)
                     self._notify_progress()
+                    message = conn.data_to_send()
+                self._writer_busy = False
                 self._release_closed_streams()
                 self._notify_progress()
                 if conn.closed or (self._finishing and conn.is_drained):
@@ -328,10 +387,12 @@ class Session:
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch(self._conn.handle_timer(self._loop.time()))
-        # An interval in which the peer was heard sends nothing: no writer pass for it (on an
-        # idle hub with thousands of tunnels this is most timer runs).
-        if self._conn.has_output or self._conn.closed:
+        # An interval in which the peer was heard sends nothing: no flush for it (on an idle
+        # hub with thousands of tunnels this is most timer runs).
+        if self._conn.closed:
             self._wakeup.set()
+        elif self._conn.has_output:
+            self._want_flush()
         self._arm_timer()
 
     async def _shutdown(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections import deque
 from typing import Any, Protocol
 
 import aiohttp
@@ -30,6 +31,13 @@ _PACK_LEN3 = struct.Struct("!BBQ").pack
 
 
 class Transport(Protocol):
+    def send_nowait(self, message: Message) -> bool:
+        """Send one binary message at once if the link can take it without waiting.
+
+        True: the message is written (and owned by the transport, as with :meth:`send`).
+        False: nothing was done (the link is congested, or this transport cannot write
+        synchronously): use :meth:`send`. Raises like :meth:`send` when the link is closing."""
+
     async def send(self, message: Message) -> None:
         """Send one binary message; waits while the link is congested (backpressure).
 
@@ -65,16 +73,25 @@ class WebSocketTransport:
     transport writes, i.e. two TLS records and two ``send`` syscalls. Here the header and the
     payload go to the transport in one ``writelines`` (uvloop's TLS transport encrypts both
     and flushes them with one syscall), and a client masks the message in place, in a buffer
-    it owns: no copy when the session hands over a bytearray, one otherwise. The masking key
-    comes from ``os.urandom`` (RFC 6455 §5.3 asks for an unpredictable key; aiohttp's own
-    writer uses a seeded Mersenne Twister). A small message (a WINDOW_UPDATE, a PING, a small
-    response) is joined to its header instead, so that it stays one TLS record. Control
+    it owns: no copy when the session hands over a bytearray, one otherwise. The masking keys
+    come from ``os.urandom``, read ahead in batches (RFC 6455 §5.3 asks for an unpredictable
+    key; aiohttp's own writer uses a seeded Mersenne Twister). A small message (a
+    WINDOW_UPDATE, a PING, a small response) is joined to its header instead, so that it
+    stays one TLS record. Control
     frames (ping, pong, close) still go through aiohttp; each frame is written synchronously,
     so frames never interleave.
     """
 
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
+        self._masks = _MaskKeys()
+
+    def send_nowait(self, message: Message) -> bool:
+        writer: Any = getattr(self._ws, "_writer", None)
+        if type(writer) is not WebSocketWriter or writer.compress or writer.protocol._paused:
+            return False
+        _write_binary(writer, message, self._masks)
+        return True
 
     async def send(self, message: Message) -> None:
         writer: Any = getattr(self._ws, "_writer", None)
@@ -82,7 +99,7 @@ class WebSocketTransport:
             # Not aiohttp's writer as we know it (or compression on): the slow, safe way.
             await self._ws.send_bytes(bytes(message) if isinstance(message, bytearray) else message)
             return
-        await _send_binary(writer, message)
+        await _send_binary(writer, message, self._masks)
 
     async def receive(self) -> bytes | str | None:
         msg = await self._ws.receive()
@@ -104,14 +121,48 @@ class WebSocketTransport:
 SMALL_MESSAGE = 16 * 1024
 
 
-async def _send_binary(writer: Any, message: Message) -> None:
+class _MaskKeys:
+    """Websocket masking keys from the OS CSPRNG, 4 bytes at a time out of a larger buffer.
+
+    RFC 6455 §5.3 asks for unpredictable keys, which ``os.urandom`` gives; calling it per
+    message costs a ``getrandom`` syscall per message, so the keys come from one call per
+    :data:`_MASK_BATCH` messages instead (the same source, read ahead)."""
+
+    __slots__ = ("_buffer", "_offset")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._offset = 0
+
+    def take(self) -> bytes:
+        offset = self._offset
+        if offset >= len(self._buffer):
+            self._buffer = os.urandom(4 * _MASK_BATCH)
+            offset = 0
+        self._offset = offset + 4
+        return self._buffer[offset : offset + 4]
+
+
+#: Masking keys read from the OS per ``getrandom`` call.
+_MASK_BATCH = 256
+
+
+async def _send_binary(writer: Any, message: Message, masks: _MaskKeys | None = None) -> None:
     """Write one binary frame straight to ``writer``'s transport, then wait while the
     transport is paused, as aiohttp's own ``send_frame`` does (minus its extra copies)."""
+    _write_binary(writer, message, masks or _MaskKeys())
+    protocol = writer.protocol
+    if protocol._paused:
+        await protocol._drain_helper()
+
+
+def _write_binary(writer: Any, message: Message, masks: _MaskKeys) -> None:
+    """Write one binary frame straight to ``writer``'s transport (one write call)."""
     transport: asyncio.Transport = writer.transport
     if writer._closing or transport.is_closing():
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
     size = len(message)
-    mask = os.urandom(4) if writer.use_mask else None
+    mask = masks.take() if writer.use_mask else None
     payload: Message = message
     if mask is not None:
         payload = message if isinstance(message, bytearray) else bytearray(message)
@@ -120,29 +171,61 @@ async def _send_binary(writer: Any, message: Message) -> None:
         transport.write(frame_header(size, mask) + payload)
     else:
         transport.writelines((frame_header(size, mask), payload))
-    protocol = writer.protocol
-    if protocol._paused:
-        await protocol._drain_helper()
 
 
 class _Direction:
     """One direction of an in-memory link: a queue, ``depth`` slots of capacity, a closed flag.
 
     A ``None`` in the queue marks the end; it never needs a free slot, so closing never blocks.
+    Slots are counted by hand rather than with a semaphore, so that a sender can take one
+    without waiting (:meth:`MemoryTransport.send_nowait`) when no other sender is queued.
     """
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
         self.queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(depth)
+        self.free = depth
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    def try_acquire(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line for one; returns at once (slot or not) once closed."""
+        if self.closed or self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed to us as we were cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Free a slot, handing it straight to the first sender in line if there is one."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
-            for _ in range(self.depth):
-                self.slots.release()
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class MemoryTransport:
@@ -155,10 +238,20 @@ class MemoryTransport:
     async def _put(self, message: bytes | str) -> None:
         if self._outgoing.closed:
             raise ConnectionResetError("memory transport is closed")
-        await self._outgoing.slots.acquire()
+        await self._outgoing.acquire()
         if self._outgoing.closed:
             raise ConnectionResetError("memory transport is closed")
         self._outgoing.queue.put_nowait(message)
+
+    def send_nowait(self, message: Message) -> bool:
+        if self._outgoing.closed:
+            raise ConnectionResetError("memory transport is closed")
+        if not self._outgoing.try_acquire():
+            return False
+        self._outgoing.queue.put_nowait(
+            bytes(message) if isinstance(message, bytearray) else message
+        )
+        return True
 
     async def send(self, message: Message) -> None:
         # A copy, so that the receiver gets bytes as from a websocket and the sender's buffer
@@ -174,7 +267,7 @@ class MemoryTransport:
         if message is None:
             self._incoming.queue.put_nowait(None)  # later calls see the end too
             return None
-        self._incoming.slots.release()
+        self._incoming.release()
         return TEXT if isinstance(message, str) else message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

@@ -23,6 +23,7 @@ from clusternet_aa.tunnel.transport import (
     WebSocketTransport,
     _send_binary,
     frame_header,
+    memory_pair,
 )
 
 
@@ -273,3 +274,52 @@ async def test_take_response_hands_the_head_over_and_forgets_it() -> None:
     stream._fail(StreamResetError(ErrorCode.CANCEL, "gone", remote=False))
     with pytest.raises(StreamResetError):
         await stream.read()
+
+
+def test_mask_keys_come_from_the_os_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clusternet_aa.tunnel import transport
+
+    calls: list[int] = []
+    real_urandom = os.urandom
+
+    def counting_urandom(size: int) -> bytes:
+        calls.append(size)
+        return real_urandom(size)
+
+    monkeypatch.setattr(transport.os, "urandom", counting_urandom)
+    keys = transport._MaskKeys()
+    taken = [keys.take() for _ in range(3 * transport._MASK_BATCH + 1)]
+    assert all(len(key) == 4 for key in taken)
+    assert calls == [4 * transport._MASK_BATCH] * 4  # one getrandom per batch of keys
+    assert len(set(taken)) > len(taken) * 0.99  # fresh keys, not one repeated
+
+
+async def test_send_nowait_writes_unless_the_transport_is_paused(
+    ws_pair: tuple[WebSocketTransport, WebSocketTransport],
+) -> None:
+    client, server = ws_pair
+    for sender, receiver in ((client, server), (server, client)):
+        payload = os.urandom(300)
+        assert sender.send_nowait(bytearray(payload)) is True
+        assert await receiver.receive() == payload
+        protocol = sender._ws._writer.protocol  # type: ignore[union-attr]
+        protocol._paused = True  # as after pause_writing(): the caller must await send()
+        try:
+            assert sender.send_nowait(b"not now") is False
+        finally:
+            protocol._paused = False
+        assert sender.send_nowait(b"now") is True
+        assert await receiver.receive() == b"now"
+
+
+async def test_memory_transport_send_nowait_respects_the_depth() -> None:
+    a, b = memory_pair(depth=2)
+    assert a.send_nowait(bytearray(b"one")) is True
+    assert a.send_nowait(b"two") is True
+    assert a.send_nowait(b"three") is False  # no slot: the caller must await send()
+    assert await b.receive() == b"one"
+    assert a.send_nowait(b"three") is True
+    assert [await b.receive(), await b.receive()] == [b"two", b"three"]
+    await a.close()
+    with pytest.raises(ConnectionResetError):
+        a.send_nowait(b"four")

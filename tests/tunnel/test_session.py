@@ -13,7 +13,7 @@ from clusternet_aa.tunnel.protocol import codec, frames
 from clusternet_aa.tunnel.protocol.connection import Role
 from clusternet_aa.tunnel.protocol.errors import ConnectionClosedError, ErrorCode
 from clusternet_aa.tunnel.protocol.settings import KiB, Settings
-from clusternet_aa.tunnel.session import Session, SessionClosedError
+from clusternet_aa.tunnel.session import Session, SessionClosedError, _WriterSignal
 from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
 from clusternet_aa.tunnel.transport import MemoryTransport, memory_pair
 
@@ -378,3 +378,76 @@ async def test_fuzzed_frames_never_crash_and_other_sessions_live(pair) -> None:
         await probe.write_all(str(round_).encode())
         probe.write_eof()
         assert await asyncio.wait_for(read_all(probe), 2) == str(round_).encode()
+
+
+# ---------------------------------------------------------------------- writing without a hop
+
+
+async def test_a_request_and_its_answer_need_no_writer_task_pass(
+    pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one loop iteration queues goes out as one message from a ``call_soon`` flush: the
+    OPEN with its END, the answer's HEADERS, DATA and END; the writer task stays asleep."""
+
+    async def answer(stream: TunnelStream) -> None:
+        stream.send_headers(200, (("content-type", "text/plain"),))
+        stream.write(b"small body")
+        stream.write_eof()
+
+    agent, hub = await pair(answer)
+    await asyncio.sleep(0.05)  # the HELLOs are out
+    wakeups = 0
+    real_set = _WriterSignal.set
+
+    def counting_set(signal: _WriterSignal) -> None:
+        nonlocal wakeups
+        wakeups += 1
+        real_set(signal)
+
+    monkeypatch.setattr(_WriterSignal, "set", counting_set)
+    sent = hub.stats.messages_out, agent.stats.messages_out
+    for _ in range(5):
+        stream = await hub.open_stream(GET)
+        stream.write_eof()
+        head = await stream.response()
+        assert head.status == 200
+        assert await read_all(stream) == b"small body"
+    assert wakeups == 0
+    assert hub.stats.messages_out - sent[0] == 5  # OPEN + END: one message per request
+    assert agent.stats.messages_out - sent[1] == 5  # HEADERS + DATA + END: one per answer
+
+
+async def test_a_congested_transport_hands_the_flush_to_the_writer_in_order() -> None:
+    """A transport that cannot take a message at once gets it from the writer task (which
+    awaits the room), before anything queued later: the order on the wire is kept."""
+    a, b = memory_pair(depth=1)
+    hub = Session(b, Role.SERVER, name="hub")
+    hub.start()
+    await a.send(codec.encode(frames.Hello(Settings().to_wire())))
+    await asyncio.sleep(0.05)  # HELLO in, our HELLO out and sitting in the one slot
+    first = await hub.open_stream(GET)
+    await asyncio.sleep(0.01)  # the flush found no room: the writer holds the OPEN
+    second = await hub.open_stream(GET)
+    received: list[frames.Frame] = []
+    while len([f for f in received if isinstance(f, frames.Open)]) < 2:
+        message = await asyncio.wait_for(a.receive(), 2)
+        assert isinstance(message, bytes)
+        received.extend(codec.decode_message(message, max_frame_size=1 << 20))
+    opens = [f.stream_id for f in received if isinstance(f, frames.Open)]
+    assert isinstance(received[0], frames.Hello)
+    assert opens == [first.stream_id, second.stream_id]
+    await hub.close(ErrorCode.CANCEL, "test over", grace=1)
+
+
+async def test_a_failed_flush_ends_the_session_and_its_streams() -> None:
+    a, b = memory_pair()
+    hub = Session(b, Role.SERVER, name="hub")
+    hub.start()
+    await a.send(codec.encode(frames.Hello(Settings().to_wire())))
+    await hub.wait_ready()
+    stream = await hub.open_stream(GET)
+    b._outgoing.close()  # the link breaks under the flush
+    await asyncio.wait_for(hub.wait_closed(), 2)
+    assert hub.close_code is ErrorCode.INTERNAL_ERROR
+    with pytest.raises(StreamResetError):
+        await stream.response()
