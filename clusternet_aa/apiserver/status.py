@@ -101,20 +101,33 @@ def unavailable(message: str, **details: Any) -> StatusError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def error_response(request: web.BaseRequest, exc: Exception) -> web.Response:
+    """The Status an exception escaping a handler becomes. One function for every middleware
+    that sits at the API server's edge (:func:`status_middleware`, and the hub's combined
+    status-and-authentication middleware), so they cannot answer differently."""
+    if isinstance(exc, StatusError):
+        return exc.to_response()
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:  # never send a redirect: an aggregator would not follow it
+            return StatusError(500, f"unexpected redirect to {exc.location}").to_response()  # type: ignore[attr-defined]
+        return StatusError(exc.status, exc.reason or exc.text or "error").to_response()
+    # The edge of the API server: every failure becomes a Status.
+    logger.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
+    return StatusError(500, "internal error").to_response()
+
+
+def checked_response(response: web.StreamResponse) -> web.StreamResponse:
+    """``response``, unless it is a redirect: a handler must never send one."""
+    if 300 <= response.status < 400:
+        return StatusError(500, "handler attempted a redirect").to_response()
+    return response
+
+
 @web.middleware
 async def status_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render :class:`StatusError` and aiohttp's own HTTP errors as Status bodies; never 3xx."""
     try:
         response = await handler(request)
-    except StatusError as exc:
-        return exc.to_response()
-    except web.HTTPException as exc:
-        if exc.status < 400:  # never send a redirect: an aggregator would not follow it
-            return StatusError(500, f"unexpected redirect to {exc.location}").to_response()  # type: ignore[attr-defined]
-        return StatusError(exc.status, exc.reason or exc.text or "error").to_response()
-    except Exception:  # the edge of the API server: every failure becomes a Status
-        logger.exception("unhandled error serving %s %s", request.method, request.path)
-        return StatusError(500, "internal error").to_response()
-    if 300 <= response.status < 400:
-        return StatusError(500, "handler attempted a redirect").to_response()
-    return response
+    except Exception as exc:  # noqa: BLE001 - the edge: error_response logs the unexpected
+        return error_response(request, exc)
+    return checked_response(response)

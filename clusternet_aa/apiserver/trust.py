@@ -18,6 +18,7 @@ immutable :class:`TrustSnapshot`, so a request never sees half of an update.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import time
@@ -81,11 +82,19 @@ class TrustSnapshot:
         default_factory=dict, compare=False, repr=False
     )
 
-    @property
+    @functools.cached_property
     def all_header_names(self) -> tuple[str, ...]:
         """Exact header names (lower case) carrying front-proxy identity."""
         names = (*self.username_headers, *self.group_headers, *self.uid_headers)
         return tuple(name.lower() for name in names)
+
+    @functools.cached_property
+    def credential_headers(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The headers no handler may pass on: exact names (lower case: ``Authorization`` and
+        the identity headers) and name prefixes (the extra-identity ones). Computed once per
+        snapshot, not per request: every request is stripped of them."""
+        exact = frozenset({"authorization", *self.all_header_names})
+        return exact, tuple(prefix.lower() for prefix in self.extra_prefixes)
 
     def _cached(
         self, kind: str, cert: x509.Certificate, verify: Callable[[x509.Certificate], str | None]

@@ -7,8 +7,9 @@ which receives the Hub so it can take the authorizer, cluster directory, metrics
 (the API server does not import the proxy); by default :func:`add_socket_routes`. With the
 ``SocketConnection`` gate off those paths answer 503 as Clusternet's do.
 
-Middleware order: Status rendering outermost (every error, including authentication's 401, is a
-``metav1.Status``), then authentication. Paths nobody serves get a 404 Status, never a redirect.
+One middleware, Status rendering around authentication (every error, including
+authentication's 401, is a ``metav1.Status``): one layer rather than two on every request.
+Paths nobody serves get a 404 Status, never a redirect.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from aiohttp import web
 from cryptography import x509
 
 from clusternet_aa.apiserver import discovery, tls, version
-from clusternet_aa.apiserver.authn import Authenticator, TokenReviewer, authn_middleware
+from clusternet_aa.apiserver.authn import Authenticator, TokenReviewer, api_middleware
 from clusternet_aa.apiserver.authz import SubjectAccessReviewer
 from clusternet_aa.apiserver.clusters import ClusterDirectory
 from clusternet_aa.apiserver.health import Health
 from clusternet_aa.apiserver.metrics import HubMetrics
 from clusternet_aa.apiserver.openapi import OpenAPI
-from clusternet_aa.apiserver.status import StatusError, status_middleware
+from clusternet_aa.apiserver.status import StatusError
 from clusternet_aa.apiserver.trust import Trust, TrustFlags
 from clusternet_aa.hub.settings import AuthSettings, HubSettings, SettingsError
 from clusternet_aa.kube.client import KubeClient
@@ -174,7 +175,7 @@ def add_socket_routes(app: web.Application, hub: Hub) -> None:
 def build_app(hub: Hub, *, extra_routes: ExtraRoutes | None = None) -> web.Application:
     """The Application: middlewares, the API server's own routes, the socket routes, 404."""
     app = web.Application(
-        middlewares=[status_middleware, authn_middleware(hub.authenticator)],
+        middlewares=[api_middleware(hub.authenticator)],
         handler_args={"max_field_size": 64 * 1024},
     )
     hub.health.add_routes(app)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
+from clusternet_aa.apiserver.authn import CREDENTIAL_HEADERS_KEY, filters_credentials
 from clusternet_aa.apiserver.status import StatusError
 from clusternet_aa.identity import METADATA_KEY, REQUEST_USER_KEY, UserInfo
 from clusternet_aa.proxy import headers as hop
@@ -176,6 +176,7 @@ class Forwarder:
         self._metrics = metrics
         self._tunnel_wait = tunnel_wait
 
+    @filters_credentials  # _handle drops the caller's credential headers as it copies them
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         verb = VERBS.get(request.method, "")
@@ -198,9 +199,11 @@ class Forwarder:
         if not verb:
             raise StatusError(405, f"method {request.method} is not supported")
         cluster_id, target = parse_proxy_path(request.raw_path)
-        await authorize(
-            self._authorizer, user, verb=verb, cluster_id=cluster_id, subresource="proxy"
+        decision = await self._authorizer.authorize(
+            user, verb=verb, resource="sockets", subresource="proxy", name=cluster_id
         )
+        if not decision.allowed:
+            raise _forbidden(user, verb, cluster_id, "proxy", decision.reason)
         session = await self._registry.wait_for(cluster_id, self._tunnel_wait)
         if session is None:
             if self._directory.is_known(cluster_id) is False:
@@ -210,13 +213,14 @@ class Forwarder:
             raise StatusError(
                 503, f'cluster "{cluster_id}" is not connected: its agent has no live tunnel'
             )
-        raw_headers = [(k, v) for k, v in request.headers.items()]
-        upgrade = hop.is_upgrade(raw_headers)
-        head = frames.HttpRequestHead(
-            request.method,
-            target.path,
-            hop.forwardable_request_headers(raw_headers, upgrade=upgrade),
-        )
+        # Without the credentials: those of the authentication middleware (when it ran), and
+        # always Authorization, Impersonate-* and X-Remote-*.
+        credentials = request.get(CREDENTIAL_HEADERS_KEY)
+        if credentials is None:
+            forwarded, upgrade = hop.request_headers(request.headers.items())
+        else:
+            forwarded, upgrade = hop.request_headers(request.headers.items(), *credentials)
+        head = frames.HttpRequestHead(request.method, target.path, forwarded)
         metadata = {
             METADATA_KEY: user.to_metadata(),
             TARGET_KEY: target.metadata,
@@ -224,7 +228,7 @@ class Forwarder:
             BODY_KEY: request.body_exists and not upgrade,
         }
         # This frame stays suspended for the whole of a watch: drop what went into the OPEN.
-        del raw_headers
+        del forwarded
         try:
             stream = await session.open_stream(head, metadata)
         except LocalProtocolError as exc:
@@ -283,8 +287,9 @@ class Forwarder:
             # When the body (or its end) is already here, the head goes out with the first
             # chunk in one write; otherwise at once, so that a watch's client sees it.
             ready = stream.buffered > 0 or stream.at_eof
+            # The response copies the headers into its own map: give it the decoded pairs.
             response = (_HeadWithBody if ready else web.StreamResponse)(
-                status=head.status, headers=CIMultiDict(head.headers)
+                status=head.status, headers=head.headers
             )
             length = head.metadata.get(CONTENT_LENGTH_KEY)
             if isinstance(length, int) and length >= 0:

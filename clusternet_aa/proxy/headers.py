@@ -9,7 +9,7 @@ its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from clusternet_aa.tunnel.protocol.frames import Headers
 
@@ -42,6 +42,51 @@ def is_upgrade(headers: Iterable[tuple[str, str]]) -> bool:
         elif lower == "upgrade" and value.strip():
             has_upgrade = True
     return connection_upgrade and has_upgrade
+
+
+#: Dropped from every request that has neither Connection nor Upgrade header.
+_ALWAYS_DROPPED = HOP_BY_HOP | {"authorization"}
+
+
+def request_headers(
+    headers: Collection[tuple[str, str]],
+    drop: frozenset[str] = frozenset(),
+    drop_prefixes: tuple[str, ...] = (),
+) -> tuple[Headers, bool]:
+    """The caller's headers as they go into the tunnel, and whether the request is an upgrade:
+    :func:`is_upgrade` and :func:`forwardable_request_headers` together, less the names in
+    ``drop`` and those starting with ``drop_prefixes`` (lower case; the authenticator's
+    credential headers).
+
+    One pass over the headers for the usual request, which has neither ``Connection`` nor
+    ``Upgrade``: then nothing is an upgrade and no header is named hop-by-hop by another. A
+    request with either takes the two-step way; both give the same answer.
+    """
+    kept: list[tuple[str, str]] = []
+    connection_or_upgrade = False
+    for pair in headers:
+        lower = pair[0].lower()
+        if lower in _ALWAYS_DROPPED:
+            connection_or_upgrade |= lower == "connection" or lower == "upgrade"
+            continue
+        if (
+            lower in drop
+            or lower.startswith(_CREDENTIAL_PREFIXES)
+            or lower.startswith(drop_prefixes)
+        ):
+            continue
+        kept.append(pair)
+    if not connection_or_upgrade:
+        return tuple(kept), False
+    upgrade = is_upgrade(headers)
+    forwarded = forwardable_request_headers(headers, upgrade=upgrade)
+    if drop or drop_prefixes:
+        forwarded = tuple(
+            (name, value)
+            for name, value in forwarded
+            if name.lower() not in drop and not name.lower().startswith(drop_prefixes)
+        )
+    return forwarded, upgrade
 
 
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:

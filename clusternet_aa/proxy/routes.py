@@ -107,5 +107,7 @@ def add_routes(
     prefix = forwarder.SOCKETS_PREFIX.rstrip("/")
     tunnel = TunnelEndpoint(registry, authorizer, settings)
     # Register bound coroutine methods: aiohttp warns about callable objects as handlers.
-    app.router.add_route("GET", prefix + "/{cluster}", tunnel.__call__)
+    # The router tries the resources under one prefix in the order they were added: the
+    # proxy's first, as it serves nearly every request (the two paths never both match).
     app.router.add_route("*", prefix + "/{cluster}/proxy{tail:(/.*)?}", proxy.__call__)
+    app.router.add_route("GET", prefix + "/{cluster}", tunnel.__call__)
