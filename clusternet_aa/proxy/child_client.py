@@ -5,16 +5,22 @@ response objects, header multidicts, the connector's bookkeeping, a payload stre
 object) cost the agent about as much Python time as everything else on its side of the tunnel
 together. Here a request is one pre-built head written to a pooled keep-alive connection, the
 response is parsed by httptools (llhttp, in C), and body chunks go straight into the tunnel
-stream. When the head, the body and the end arrive in one read (a small GET), the handler wakes
-once.
+stream.
+
+When the whole answer arrives in one read (a small GET), the protocol callback itself puts the
+head, the body and the end into the tunnel stream: the session sends them as one message in the
+same loop pass as the request coroutine's single wakeup, instead of one pass later (a loop pass
+with cold caches is a good part of the agent's time per request at low concurrency). The
+response headers are filtered into their tunnel form as the parser reports them, so nothing
+walks the header list again.
 
 Behaviour kept from the aiohttp path: keep-alive connections reused per origin (at most
 ``max_idle`` idle ones kept per origin; in use, as many as there are requests, because every
 watch and ``logs -f`` holds its connection), request bodies streamed with flow control both
 ways (Content-Length when the caller gave one, chunked otherwise), responses passed on as they
 arrive (chunked, Content-Length or until close), no decompression, no redirects followed.
-Errors come out as :class:`ChildConnectionError` (an ``OSError``) so the executor maps them to
-stream resets as before.
+A child that cannot be reached resets the stream with ``DIAL_FAILED``; a child connection that
+fails after the response head was passed on resets it with ``INTERNAL_ERROR``.
 """
 
 from __future__ import annotations
@@ -28,16 +34,25 @@ from typing import Any, cast
 
 import httptools  # type: ignore[import-untyped]
 
+from clusternet_aa.proxy import headers as hop
+from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol.errors import ErrorCode
 from clusternet_aa.tunnel.streams import StreamResetError, TunnelStream
 
+#: HEADERS metadata key with the response's Content-Length, when it had one.
+CONTENT_LENGTH_KEY = "content_length"
 #: Unread response body bytes above which the child connection stops being read.
 _READ_HIGH_WATER = 256 * 1024
 #: Request body bytes queued in the child connection above which the upload waits.
 _WRITE_HIGH_WATER = 256 * 1024
 #: Methods that carry no body and need no ``Content-Length: 0`` when the caller sent none.
-_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "DELETE", "CONNECT"})
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "DELETE", "CONNECT"})
 #: Response heads larger than this are refused (a broken or hostile child).
 MAX_RESPONSE_HEAD = 64 * 1024
+#: Response header names (lowercase bytes, as the parser reports them) that do not go back
+#: through the tunnel: hop-by-hop ones, and Content-Length, which the hub's writer sets.
+_NOT_FORWARDED = frozenset(name.encode() for name in hop.HOP_BY_HOP) | {b"content-length"}
+_UPGRADE_KEEP = frozenset({"connection", "upgrade"})
 
 
 class ChildConnectionError(OSError):
@@ -56,39 +71,50 @@ class Origin:
     authority: str
 
 
-@dataclass
-class ChildResponse:
-    """The response head, as the tunnel passes it on."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    content_length: int | None
-
-
 class _Connection(asyncio.Protocol):
     """One keep-alive connection and the response being read on it.
 
-    The parser callbacks only record what arrived; the request's coroutine is woken through
-    one future per wait, so a burst of callbacks from one read costs one wakeup.
+    The parser callbacks record what arrived; a response complete in one read goes into the
+    stream from :meth:`data_received` (see the module docstring), anything else is passed on by
+    the request's coroutine, woken through one future per wait, so a burst of callbacks from
+    one read costs one wakeup.
     """
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        #: Kept across the keep-alive responses of the connection (llhttp parses one message
+        #: after the other); dropped after a HEAD answer, whose body it would wait for.
         self._parser: Any = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
         self._head_only = False
+        #: Between :meth:`begin` and the response's end: bytes outside that are out of turn.
+        self._expecting = False
+        self._stream: TunnelStream | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
-        self.response: ChildResponse | None = None
+        self.status = 0
+        #: The response headers in their tunnel form (see :data:`_NOT_FORWARDED`).
+        self.headers: frames.Headers = ()
+        self.content_length: int | None = None
+        #: The response head has been parsed (``status`` and ``headers`` are set).
+        self.has_head = False
+        #: The head went into the stream (a failure after it is the child's, mid-answer).
+        self.head_sent = False
+        #: The whole response went into the stream from the protocol callback.
+        self.delivered = False
+        #: Why putting the response into the stream from the callback failed.
+        self.failure: StreamResetError | None = None
         self.body: list[bytes] = []
         self._buffered = 0
         self._header_list: list[tuple[str, str]] = []
+        self._connection_values: list[bytes] | None = None
+        self._chunked = False
         self._head_size = 0
         self.complete = False
         self.keep_alive = False
@@ -99,11 +125,14 @@ class _Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- request side
 
-    def begin(self, head_only: bool) -> None:
-        """Get ready for the response of a request about to be written."""
+    def begin(self, stream: TunnelStream, head_only: bool) -> None:
+        """Get ready for the response, to ``stream``, of a request about to be written."""
         self._reset_message()
+        self._stream = stream
         self._head_only = head_only
-        self._parser = httptools.HttpResponseParser(self)
+        self._expecting = True
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
 
     async def wait(self) -> None:
         """Until something new arrives: the head, body bytes, the end, or an error."""
@@ -115,6 +144,15 @@ class _Connection(asyncio.Protocol):
             await waiter
         finally:
             self._waiter = None
+
+    def send_head(self) -> None:
+        """Put the response head into the stream (raises StreamResetError if it was reset)."""
+        stream = self._stream
+        assert stream is not None, "begin() names the stream"
+        length = self.content_length
+        metadata = {CONTENT_LENGTH_KEY: length} if length is not None and length >= 0 else None
+        stream.send_headers(self.status, self.headers, metadata)
+        self.head_sent = True
 
     def take_body(self) -> list[bytes]:
         """The body chunks received so far; reading resumes if it was paused for them."""
@@ -174,7 +212,7 @@ class _Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if not self._expecting:
             # Nothing was asked: a server that talks out of turn cannot be kept.
             self.close()
             return
@@ -186,7 +224,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail_protocol(f"bad response from the child: {exc}")
         if self.complete:
-            self._parser = None
+            self._expecting = False
+            if self._head_only:
+                self._parser = None
+            if not self.head_sent and self._stream is not None:
+                self._deliver()
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -217,7 +259,20 @@ class _Connection(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_RESPONSE_HEAD:
             raise ChildConnectionError("the child's response head is too large")
-        self._header_list.append((name.decode("latin-1"), value.decode("latin-1")))
+        lower = name.lower()
+        if lower not in _NOT_FORWARDED:
+            self._header_list.append((name.decode("latin-1"), value.decode("latin-1")))
+        elif lower == b"content-length":
+            try:
+                self.content_length = int(value)
+            except ValueError:
+                self.content_length = None
+        elif lower == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+        elif lower == b"connection":
+            if self._connection_values is None:
+                self._connection_values = []
+            self._connection_values.append(value)
 
     def on_headers_complete(self) -> None:
         status: int = self._parser.get_status_code()
@@ -225,23 +280,20 @@ class _Connection(asyncio.Protocol):
             # 100 Continue and other interim answers: the real head follows.
             self._informational = True
             self._header_list = []
+            self._connection_values = None
+            self.content_length = None
+            self._chunked = False
             self._head_size = 0
             return
-        length: int | None = None
-        chunked = False
-        for name, value in self._header_list:
-            lower = name.lower()
-            if lower == "content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif lower == "transfer-encoding":
-                chunked = "chunked" in value.lower()
+        headers = self._header_list
+        if self._connection_values is not None:
+            headers = _without_connection_named(headers, self._connection_values)
+        self.status = status
+        self.headers = tuple(headers)
+        self.has_head = True
         self.keep_alive = bool(self._parser.should_keep_alive())
-        self.response = ChildResponse(status, self._header_list, length)
         no_body = self._head_only or status in (204, 304)
-        self._until_eof = not no_body and length is None and not chunked
+        self._until_eof = not no_body and self.content_length is None and not self._chunked
         if self._head_only:
             self.complete = True
 
@@ -261,14 +313,31 @@ class _Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- internals
 
+    def _deliver(self) -> None:
+        """The whole response is here: head, body and end into the stream, now."""
+        stream = self._stream
+        assert stream is not None
+        try:
+            self.send_head()
+            body, self.body = self.body, []
+            self._buffered = 0
+            for chunk in body:
+                stream.write(chunk)
+            stream.write_eof()
+        except StreamResetError as exc:
+            self.failure = exc
+            return
+        self.delivered = True
+
     def _ended(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.response is not None and self._until_eof and not self.complete:
+        if self.has_head and self._until_eof and not self.complete:
             self.complete = True  # the body ran until the connection closed
             self.keep_alive = False
-        elif not self.complete and self._parser is not None and self.error is None:
+        elif not self.complete and self._expecting and self.error is None:
             reason = f": {exc}" if exc is not None else ""
             self.error = ChildConnectionError(f"the child closed the connection{reason}")
+        self._expecting = False
         self._wake()
 
     def _fail_protocol(self, message: str) -> None:
@@ -280,6 +349,21 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _without_connection_named(
+    headers: list[tuple[str, str]], values: list[bytes]
+) -> list[tuple[str, str]]:
+    """``headers`` less those a ``Connection`` header names (hop-by-hop as well)."""
+    named = {
+        token.strip().lower()
+        for value in values
+        for token in value.decode("latin-1").split(",")
+        if token.strip()
+    } - _UPGRADE_KEEP
+    if not named:
+        return headers
+    return [(name, value) for name, value in headers if name.lower() not in named]
 
 
 class ChildClient:
@@ -315,87 +399,77 @@ class ChildClient:
         origin: Origin,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        tail: bytes,
         *,
+        chunked: bool,
         has_body: bool,
-        on_head: Callable[[ChildResponse], None],
     ) -> None:
-        """Send the request and pass the response into ``stream``: ``on_head`` sends the head,
-        the body is written as it arrives, then the stream's end.
+        """Send the request (``tail`` is the rest of the head after the request line, see
+        :func:`request_tail`) and pass the response into ``stream``: head, body as it arrives,
+        end.
 
-        Raises :class:`ChildConnectionError` (or ``OSError``/``TimeoutError`` from the
-        connect) before ``on_head`` ran or after, and :class:`StreamResetError` when the hub
-        gave up on the stream.
+        A failure to reach the child, or of the child connection, resets the stream
+        (``DIAL_FAILED`` before the response head went out, ``INTERNAL_ERROR`` after); a stream
+        the hub reset ends the exchange quietly. The child connection is not reused then.
         """
-        head, chunked = _request_head(method, target, origin.authority, headers, has_body)
-        conn, reused = await self._acquire(origin)
+        head = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + tail
+        head_only = method == "HEAD"
+        conn: _Connection | None = None
         upload: asyncio.Task[None] | None = None
         try:
-            conn.begin(method == "HEAD")
-            if reused and not has_body:
-                # The child may have closed this pooled connection just now; then it fails
-                # before any answer, and a bodiless request is safe to send again.
-                sent = not conn.lost
-                if sent:
-                    conn.write(head)
+            conn = self._take_idle(origin)
+            if conn is not None:
+                conn.begin(stream, head_only)
+                conn.write(head)
+                if not has_body:
+                    # The child may have closed this pooled connection just now; then it fails
+                    # before any answer, and a bodiless request is safe to send again.
                     await conn.wait()
-                if not sent or (conn.error is not None and not conn.received_any):
-                    conn.close()
-                    conn, _ = await self._connect(origin)
-                    conn.begin(method == "HEAD")
-                    conn.write(head)
-            else:
+                    if conn.error is not None and not conn.received_any:
+                        conn.close()
+                        conn = None
+            if conn is None:
+                conn = await self._connect(origin)
+                conn.begin(stream, head_only)
                 conn.write(head)
             if has_body:
                 upload = asyncio.ensure_future(_upload(stream, conn, chunked))
-            await self._exchange(stream, conn, on_head)
+            await _exchange(stream, conn)
             if upload is not None and not upload.done():
                 # The child answered before the whole body arrived: the connection is
                 # mid-request and cannot be reused.
                 conn.close()
+        except StreamResetError:
+            if conn is not None:
+                conn.close()
+            return  # the hub gave up on the stream
+        except (OSError, TimeoutError) as exc:
+            code = ErrorCode.DIAL_FAILED
+            if conn is not None:
+                conn.close()
+                if conn.head_sent:
+                    code = ErrorCode.INTERNAL_ERROR
+            stream.reset(code, f"child apiserver: {type(exc).__name__}: {exc}"[:200])
+            return
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise
         finally:
             if upload is not None and not upload.done():
                 upload.cancel()
         self._release(conn)
 
-    async def _exchange(
-        self,
-        stream: TunnelStream,
-        conn: _Connection,
-        on_head: Callable[[ChildResponse], None],
-    ) -> None:
-        while conn.response is None:
-            if conn.error is not None:
-                raise conn.error
-            await conn.wait()
-        on_head(conn.response)
-        while True:
-            chunks = conn.take_body()
-            for chunk in chunks:
-                stream.write(chunk)
-            if chunks:
-                await stream.drain()
-                continue  # more may have arrived, and the end with it, while we waited
-            if conn.complete:
-                break
-            if conn.error is not None:
-                raise conn.error
-            await conn.wait()
-        stream.write_eof()
-
-    async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
+    def _take_idle(self, origin: Origin) -> _Connection | None:
         pool = self._idle.get(origin)
         while pool:
             conn = pool.pop()
             if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
-                return conn, True
+                return conn
             conn.close()
-        return await self._connect(origin)
+        return None
 
-    async def _connect(self, origin: Origin) -> tuple[_Connection, bool]:
+    async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, conn = await loop.create_connection(
@@ -407,17 +481,46 @@ class ChildClient:
             )
         if self._on_connect is not None:
             self._on_connect()
-        return conn, False
+        return conn
 
     def _release(self, conn: _Connection) -> None:
+        conn._stream = None  # the stream is done with; an idle connection keeps none alive
         if not conn.reusable or self._closed:
             conn.close()
             return
-        pool = self._idle.setdefault(conn.origin, deque())
+        pool = self._idle.get(conn.origin)
+        if pool is None:
+            pool = self._idle[conn.origin] = deque()
         if len(pool) >= self._max_idle:
             conn.close()
             return
         pool.append(conn)
+
+
+async def _exchange(stream: TunnelStream, conn: _Connection) -> None:
+    """Pass the response into ``stream`` unless the protocol callback already did."""
+    while not conn.has_head:
+        if conn.error is not None:
+            raise conn.error
+        await conn.wait()
+    if conn.delivered:
+        return
+    if conn.failure is not None:
+        raise conn.failure
+    conn.send_head()
+    while True:
+        chunks = conn.take_body()
+        for chunk in chunks:
+            stream.write(chunk)
+        if chunks:
+            await stream.drain()
+            continue  # more may have arrived, and the end with it, while we waited
+        if conn.complete:
+            break
+        if conn.error is not None:
+            raise conn.error
+        await conn.wait()
+    stream.write_eof()
 
 
 async def _upload(stream: TunnelStream, conn: _Connection, chunked: bool) -> None:
@@ -432,11 +535,14 @@ async def _upload(stream: TunnelStream, conn: _Connection, chunked: bool) -> Non
         conn.fail(exc)
 
 
-def _request_head(
-    method: str, target: str, authority: str, headers: list[tuple[str, str]], has_body: bool
+def request_tail(
+    authority: str, headers: list[tuple[str, str]], *, has_body: bool, bodyless: bool
 ) -> tuple[bytes, bool]:
-    """The request line and headers, and whether the body goes chunked."""
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n"]
+    """The request head after its request line (Host, the headers, the framing header and the
+    blank line), and whether the body goes chunked. ``bodyless``: the method needs no
+    ``Content-Length: 0`` when the caller sent no length (see :data:`BODYLESS_METHODS`). The
+    caller builds this once for requests that differ only in their request line."""
+    lines = [f"Host: {authority}\r\n"]
     has_length = False
     for name, value in headers:
         lower = name.lower()
@@ -448,7 +554,17 @@ def _request_head(
     chunked = has_body and not has_length
     if chunked:
         lines.append("Transfer-Encoding: chunked\r\n")
-    elif not has_body and not has_length and method not in _BODYLESS:
+    elif not has_body and not has_length and not bodyless:
         lines.append("Content-Length: 0\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1"), chunked
+
+
+def _request_head(
+    method: str, target: str, authority: str, headers: list[tuple[str, str]], has_body: bool
+) -> tuple[bytes, bool]:
+    """The whole request head, and whether the body goes chunked."""
+    tail, chunked = request_tail(
+        authority, headers, has_body=has_body, bodyless=method in BODYLESS_METHODS
+    )
+    return f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + tail, chunked

@@ -30,7 +30,13 @@ from yarl import URL
 from clusternet_aa.identity import METADATA_KEY, UserInfo
 from clusternet_aa.proxy import headers as hop
 from clusternet_aa.proxy import identity_mapping
-from clusternet_aa.proxy.child_client import ChildClient, ChildResponse, Origin
+from clusternet_aa.proxy.child_client import (
+    BODYLESS_METHODS,
+    CONTENT_LENGTH_KEY,
+    ChildClient,
+    Origin,
+    request_tail,
+)
 from clusternet_aa.proxy.dialer import Dialer, DialPolicy
 from clusternet_aa.tunnel import relay
 from clusternet_aa.tunnel.protocol import frames
@@ -43,8 +49,14 @@ logger = logging.getLogger(__name__)
 TARGET_KEY = "target"
 UPGRADE_KEY = "upgrade"
 BODY_KEY = "body"
-#: HEADERS metadata key with the response's Content-Length, when it had one.
-CONTENT_LENGTH_KEY = "content_length"
+__all__ = [
+    "BODY_KEY",
+    "CONTENT_LENGTH_KEY",
+    "TARGET_KEY",
+    "UPGRADE_KEY",
+    "ChildApiserver",
+    "Executor",
+]
 
 _MAX_RESPONSE_HEAD = 64 * 1024
 #: Idle keep-alive connections kept per origin (connections in use are not limited: each
@@ -129,6 +141,12 @@ class Executor:
         #: life): parsing, mapping and rendering the identity was a fifth of the agent's own
         #: work per request, and a child sees the same few callers over and over.
         self._impersonation: dict[_IdentityKey, tuple[tuple[str, str], ...]] = {}
+        #: Rendered request heads (after the request line) and their chunked flag, per caller
+        #: headers, identity and agent token: filtering the caller's headers, checking them
+        #: and rendering the head was most of the executor's own work per request, and at a
+        #: given moment a child sees the same few callers over and over. Only impersonated
+        #: requests to the own API server are kept (never carried child credentials).
+        self._heads: dict[_HeadKey, tuple[bytes, bool]] = {}
         #: TCP connections the pool has opened; pooling shows as a number far below requests.
         self.connections_opened = 0
 
@@ -149,32 +167,70 @@ class Executor:
             self._client = None
 
     async def __call__(self, stream: TunnelStream) -> None:
-        if isinstance(stream.target, frames.DialTarget):
+        head = stream.target
+        if isinstance(head, frames.DialTarget):
             await self._dialer(stream)
             return
-        head = stream.target
+        metadata = stream.metadata
+        method, path = head.method, head.path
+        has_body = bool(metadata.get(BODY_KEY))
+        upgrade = metadata.get(UPGRADE_KEY)
+        key: _HeadKey | None = None
+        prepared: tuple[bytes, bool] | None = None
+        # Set when the head is not in the cache: what goes into rendering it.
+        out_headers: list[tuple[str, str]] = []
+        ssl_context: ssl.SSLContext | None = None
+        cacheable = False
         try:
-            target = self._resolve(stream.metadata.get(TARGET_KEY))
-            out_headers, ssl_context = self._credentials(target, stream.metadata, head)
-            _check_request(head.method, head.path, out_headers)
+            target = self._resolve(metadata.get(TARGET_KEY))
+            _check_request_line(method, path)
+            identity_key: _IdentityKey | None = None
+            token: str | None = None
+            if target is self._own:
+                identity_key = _identity_key(metadata.get(METADATA_KEY))
+                token = self._child.token()
+                if identity_key is not None and not upgrade:
+                    key = (head.headers, identity_key, token, has_body, method in BODYLESS_METHODS)
+                    prepared = self._heads.get(key)
+            if prepared is None:
+                out_headers, ssl_context, cacheable = self._credentials(
+                    target, metadata, head, identity_key, token
+                )
+                _check_headers(out_headers)
         except PermissionError as exc:
             stream.reset(ErrorCode.FORBIDDEN, str(exc))
             return
         except ValueError as exc:
             stream.reset(ErrorCode.PROTOCOL_ERROR, str(exc)[:200])
             return
-        if stream.metadata.get(UPGRADE_KEY):
+        if prepared is not None:
+            origin, path = self._own_origin, self._own_path_prefix + path
+        elif upgrade:
             prefix = self._own_prefix if target is self._own else target.prefix
-            url = URL(prefix + head.path, encoded=True)
-            await self._upgrade(stream, head.method, url, out_headers, ssl_context)
+            url = URL(prefix + path, encoded=True)
+            await self._upgrade(stream, method, url, out_headers, ssl_context)
             return
-        if target is self._own and ssl_context is self._own.ssl_context:
-            origin, path = self._own_origin, self._own_path_prefix + head.path
         else:
-            origin = target.origin(ssl_context, self._default_tls)
-            path = target.path_prefix + head.path
-        body = bool(stream.metadata.get(BODY_KEY))
-        await self._forward(stream, head.method, origin, path, out_headers, body)
+            if target is self._own and ssl_context is self._own.ssl_context:
+                origin, path = self._own_origin, self._own_path_prefix + path
+            else:
+                origin = target.origin(ssl_context, self._default_tls)
+                path = target.path_prefix + path
+            prepared = request_tail(
+                origin.authority,
+                out_headers,
+                has_body=has_body,
+                bodyless=method in BODYLESS_METHODS,
+            )
+            if cacheable and key is not None and origin is self._own_origin:
+                if len(self._heads) >= _HEAD_CACHE_SIZE:
+                    self._heads.clear()
+                self._heads[key] = prepared
+        tail, chunked = prepared
+        assert self._client is not None, "use the executor as an async context manager"
+        await self._client.forward(
+            stream, origin, method, path, tail, chunked=chunked, has_body=has_body
+        )
 
     # ------------------------------------------------------------------ request setup
 
@@ -196,9 +252,17 @@ class Executor:
         return _Target(URL(f"{scheme}://{address}"), None, own_apiserver=False)
 
     def _credentials(
-        self, target: _Target, metadata: dict[str, Any], head: frames.HttpRequestHead
-    ) -> tuple[list[tuple[str, str]], ssl.SSLContext | None]:
-        """Outgoing headers (caller's, minus credentials, plus ours) and the TLS context."""
+        self,
+        target: _Target,
+        metadata: dict[str, Any],
+        head: frames.HttpRequestHead,
+        key: _IdentityKey | None,
+        token: str | None,
+    ) -> tuple[list[tuple[str, str]], ssl.SSLContext | None, bool]:
+        """Outgoing headers (caller's, minus credentials, plus ours), the TLS context, and
+        whether the headers are the same for every request with the same caller headers,
+        identity and agent token (impersonation; not carried child credentials). ``key`` is
+        the identity's cache key and ``token`` the agent's token, for the own API server."""
         out = [
             (name, value)
             for name, value in head.headers
@@ -206,30 +270,29 @@ class Executor:
             and not name.lower().startswith(("impersonate-", "x-remote-"))
         ]
         if not target.own_apiserver:
-            return out, target.ssl_context
+            return out, target.ssl_context, False
         identity = metadata.get(METADATA_KEY)
-        key = _identity_key(identity)
         impersonation = self._impersonation.get(key) if key is not None else None
         if impersonation is None:
             user = UserInfo.from_metadata(identity)
             carried = identity_mapping.carried_credentials(user)
             if carried is not None and carried.token:
-                return [*out, ("Authorization", f"Bearer {carried.token}")], target.ssl_context
+                out.append(("Authorization", f"Bearer {carried.token}"))
+                return out, target.ssl_context, False
             if carried is not None and carried.certificate_pem and carried.private_key_pem:
                 context = self._client_cert_context(
                     carried.certificate_pem, carried.private_key_pem
                 )
-                return out, context
+                return out, context, False
             impersonation = tuple(identity_mapping.impersonation_headers(self._policy.map(user)))
             if key is not None:
                 if len(self._impersonation) >= _IMPERSONATION_CACHE_SIZE:
                     self._impersonation.clear()
                 self._impersonation[key] = impersonation
-        token = self._child.token()
         if token:
             out.append(("Authorization", f"Bearer {token}"))
         out.extend(impersonation)
-        return out, target.ssl_context
+        return out, target.ssl_context, True
 
     def _client_cert_context(self, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
         key = (cert_pem, key_pem)
@@ -240,40 +303,6 @@ class Executor:
                 self._cert_contexts.clear()
             self._cert_contexts[key] = context
         return context
-
-    # ------------------------------------------------------------------ plain requests
-
-    async def _forward(
-        self,
-        stream: TunnelStream,
-        method: str,
-        origin: Origin,
-        path: str,
-        out_headers: list[tuple[str, str]],
-        has_body: bool,
-    ) -> None:
-        assert self._client is not None, "use the executor as an async context manager"
-        started = False
-
-        def send_head(response: ChildResponse) -> None:
-            nonlocal started
-            metadata: dict[str, Any] = {}
-            if response.content_length is not None and response.content_length >= 0:
-                metadata[CONTENT_LENGTH_KEY] = response.content_length
-            stream.send_headers(
-                response.status, hop.forwardable_response_headers(response.headers), metadata
-            )
-            started = True
-
-        try:
-            await self._client.forward(
-                stream, origin, method, path, out_headers, has_body=has_body, on_head=send_head
-            )
-        except StreamResetError:
-            return  # the hub gave up on the stream; the child connection is closed
-        except (OSError, TimeoutError) as exc:
-            code = ErrorCode.INTERNAL_ERROR if started else ErrorCode.DIAL_FAILED
-            stream.reset(code, f"child apiserver: {type(exc).__name__}: {exc}"[:200])
 
     # ------------------------------------------------------------------ upgrades
 
@@ -379,6 +408,11 @@ class Executor:
 #: An identity as OPEN metadata carries it, in hashable form (see :func:`_identity_key`).
 _IdentityKey = tuple[str, str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
 _IMPERSONATION_CACHE_SIZE = 1024
+#: A rendered request head tail (see :func:`~clusternet_aa.proxy.child_client.request_tail`)
+#: is the same for every request with the same caller headers, identity, agent token, body
+#: flag and bodyless-method flag: the key of the executor's head cache.
+_HeadKey = tuple[frames.Headers, _IdentityKey, str | None, bool, bool]
+_HEAD_CACHE_SIZE = 1024
 
 
 def _identity_key(value: Any) -> _IdentityKey | None:
@@ -410,16 +444,22 @@ _LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _check_request(method: str, path: str, headers: list[tuple[str, str]]) -> None:
+def _check_request_line(method: str, path: str) -> None:
     """Refuse what the hub should never send: a method that is not a token or a path that
     does not start with ``/`` (the target URL is base + path, so ``@host/`` would name another
-    host) or contains spaces or control characters, and header names or values (identities
-    included) with line breaks. The request head is written as given, so this is what keeps
-    a hostile stream from smuggling a second request to the child."""
+    host) or contains spaces or control characters. The request head is written as given, so
+    this and :func:`_check_headers` are what keep a hostile stream from smuggling a second
+    request to the child."""
     if not _METHOD.match(method):
         raise ValueError(f"refusing request method {method[:20]!r}")
     if not path.startswith("/") or " " in path or _LINE_BREAKERS.search(path):
         raise ValueError(f"refusing request path {path[:100]!r}")
+
+
+def _check_headers(headers: list[tuple[str, str]]) -> None:
+    """Refuse header names or values (identities included) with line breaks, and names with
+    a colon. Runs when a request head is rendered; a head taken from the executor's cache was
+    rendered from these same headers, so it passed."""
     # One search over all names and values; the loop below only names the culprit.
     if not _LINE_BREAKERS.search("".join(itertools.chain.from_iterable(headers))) and not any(
         ":" in name for name, _ in headers

@@ -328,31 +328,31 @@ async def test_idle_connections_are_bounded(child_server) -> None:
     origin = Origin("127.0.0.1", child.port, None, f"127.0.0.1:{child.port}")
     client = ChildClient(max_idle=2)
 
-    async def sink(stream: TunnelStream) -> None:
-        stream.send_headers(200)
-        await read_all(stream)
-        stream.write_eof()
+    calls: list[asyncio.Future[None]] = []
+
+    async def handler(stream: TunnelStream) -> None:
+        call = asyncio.ensure_future(
+            client.forward(stream, origin, "GET", "/", b"\r\n", chunked=False, has_body=False)
+        )
+        calls.append(call)
+        await call
 
     a, b = memory_pair()
-    agent_side, hub_side = Session(a, Role.CLIENT), Session(b, Role.SERVER, handler=sink)
+    agent_side = Session(a, Role.CLIENT, handler=handler)
+    hub_side = Session(b, Role.SERVER)
     agent_side.start()
     hub_side.start()
     try:
         await hub_side.wait_ready()
         streams = [
-            await agent_side.open_stream(frames.HttpRequestHead("GET", "/", ())) for _ in range(5)
-        ]
-        calls = [
-            asyncio.ensure_future(
-                client.forward(
-                    s, origin, "GET", "/", [], has_body=False, on_head=lambda r, s=s: None
-                )
-            )
-            for s in streams
+            await hub_side.open_stream(frames.HttpRequestHead("GET", "/", ())) for _ in range(5)
         ]
         await asyncio.sleep(0.1)
         assert child.connections == 5  # connections in use are not limited
         release.set()
+        for stream in streams:
+            assert (await stream.response()).status == 200
+            assert await read_all(stream) == b"x"
         await asyncio.gather(*calls)
         assert client.idle_connections(origin) == 2
     finally:
