@@ -202,3 +202,21 @@ def _as_list(frame: frames.Frame) -> list[Any]:
 
 def test_window_update_may_use_stream_zero() -> None:
     assert _as_list(frames.WindowUpdate(0, 10)) == [4, 0, 10]
+
+
+@pytest.mark.parametrize("stream_id", [1, 0x7F, 0x80, 0xFFFF, 2**40, 2**63 - 1])
+def test_encode_end_fast_path_is_byte_identical(stream_id: int) -> None:
+    fast = codec.encode_end(stream_id)
+    assert fast == codec.encode(frames.End(stream_id))
+    assert decode(fast) == [frames.End(stream_id)]
+
+
+def test_headers_go_on_the_wire_as_arrays_and_come_back_as_tuples() -> None:
+    headers = (("accept", "application/json"), ("x-a", ""), ("x-a", "2"))
+    frame = frames.ResponseHeaders(3, 200, headers, {"k": [1, 2]})
+    wire = msgpack.unpackb(codec.encode(frame))
+    assert wire == [FrameType.HEADERS, 3, 200, [list(h) for h in headers], {"k": [1, 2]}]
+    (back,) = decode(codec.encode(frame))
+    assert back == frame
+    assert isinstance(back, frames.ResponseHeaders)
+    assert all(type(pair) is tuple for pair in back.headers)

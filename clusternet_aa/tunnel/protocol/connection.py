@@ -230,7 +230,7 @@ class Connection:
         if stream.outbound_size:
             stream.end_pending = True
         else:
-            self._queue(frames.End(stream_id))
+            self._queue_encoded(codec.encode_end(stream_id))
             self._forget_if_done(stream)
 
     def reset_stream(
@@ -324,7 +324,7 @@ class Connection:
                     self._mark_ready(stream)
             elif stream.end_pending:
                 stream.end_pending = False
-                end = codec.encode(frames.End(stream.id))
+                end = codec.encode_end(stream.id)
                 chunks.append(end)
                 size += len(end)
                 self._forget_if_done(stream)
