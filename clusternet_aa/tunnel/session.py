@@ -240,7 +240,14 @@ class Session:
 
     def _end(self, stream_id: int) -> None:
         self._conn.end_stream(stream_id)
-        self._want_flush()
+        if len(self._streams) <= 1:
+            # The only stream in flight just ended its side: nothing else will join this
+            # message, so it goes now rather than one loop iteration later (a request's OPEN and
+            # END, an answer's HEADERS, DATA and END). With other streams in flight the flush
+            # waits for the end of the iteration, so that their frames share the message.
+            self._flush()
+        else:
+            self._want_flush()
         self._release_closed_streams()
 
     def _reset(self, stream_id: int, code: ErrorCode, reason: str) -> None:
@@ -319,14 +326,17 @@ class Session:
         message with whatever else this loop iteration queues."""
         if not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
+        self._flush()
 
     def _flush(self) -> None:
         """Write what the core has queued straight to the transport while it takes messages
         without waiting. Hands over to the writer task when it does not (the writer awaits the
         drain), while the writer is at work (it keeps the order), and when the session ends
         (the writer closes it)."""
-        self._flush_pending = False
         conn = self._conn
         if self._writer_busy or self._finishing or conn.closed or not self._tasks:
             self._wakeup.set()

@@ -451,3 +451,23 @@ async def test_a_failed_flush_ends_the_session_and_its_streams() -> None:
     assert hub.close_code is ErrorCode.INTERNAL_ERROR
     with pytest.raises(StreamResetError):
         await stream.response()
+
+
+async def test_ending_the_only_stream_sends_at_once_others_wait_for_the_iteration(pair) -> None:
+    async def never_answer(stream: TunnelStream) -> None:
+        await asyncio.sleep(10)
+
+    _, hub = await pair(never_answer)
+    await asyncio.sleep(0.05)
+    sent = hub.stats.messages_out
+    lone = await hub.open_stream(GET)
+    lone.write_eof()
+    assert hub.stats.messages_out == sent + 1  # OPEN + END went out in write_eof itself
+    first = await hub.open_stream(GET)
+    second = await hub.open_stream(GET)
+    first.write_eof()
+    second.write_eof()
+    assert hub.stats.messages_out == sent + 1  # several streams in flight: batched...
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert hub.stats.messages_out == sent + 2  # ...into one message at the iteration's end
