@@ -80,8 +80,11 @@ class _Connection(asyncio.Protocol):
     one read costs one wakeup.
     """
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
+        #: Kept rather than asked for: ``asyncio.get_running_loop()`` is a ``getpid`` system
+        #: call (its fork check) on every call.
+        self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.lost = False
         #: Kept across the keep-alive responses of the connection (llhttp parses one message
@@ -138,7 +141,7 @@ class _Connection(asyncio.Protocol):
         """Until something new arrives: the head, body bytes, the end, or an error."""
         if self.error is not None or self.complete or self.body:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         self._waiter = waiter
         try:
             await waiter
@@ -173,7 +176,7 @@ class _Connection(asyncio.Protocol):
         if self.lost:
             raise ChildConnectionError("the child connection is closed")
         if self._write_paused:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._drain_waiter = waiter
             try:
                 await waiter
@@ -473,7 +476,7 @@ class ChildClient:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: _Connection(origin),
+                lambda: _Connection(origin, loop),
                 origin.host,
                 origin.port,
                 ssl=origin.ssl_context,

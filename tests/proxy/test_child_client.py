@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from clusternet_aa.identity import METADATA_KEY, UserInfo
-from clusternet_aa.proxy.child_client import ChildClient, Origin, _request_head
+from clusternet_aa.proxy import headers as hop
+from clusternet_aa.proxy.child_client import ChildClient, Origin, _Connection, _request_head
 from clusternet_aa.proxy.executor import BODY_KEY, CONTENT_LENGTH_KEY, ChildApiserver, Executor
 from clusternet_aa.tunnel.protocol import frames
 from clusternet_aa.tunnel.protocol.connection import Role
@@ -486,3 +487,197 @@ async def test_an_extra_response_closes_the_connection(child_server, tunnel) -> 
             assert (await stream.response()).status == 200
             assert await read_all(stream) == b"one"
         assert executor.connections_opened == 2  # never reused after the stray answer
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "head-then-body"])
+async def test_response_headers_arrive_in_their_tunnel_form(child_server, tunnel, split) -> None:
+    """The headers filtered while parsing are what the long way (``forwardable_response_headers``
+    over the raw list) keeps, whether the answer comes in one read or in two."""
+    raw = [
+        ("Content-Type", "application/json"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Content-Length", "2"),
+        ("Audit-Id", "a-1"),
+        ("Proxy-Authenticate", "Basic"),
+        ("Trailer", "X-T"),
+    ]
+    head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in raw) + "\r\n"
+
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(head.encode())
+        if split:
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"{}")
+        return True
+
+    child = await child_server(answer)
+    async with executor_for(child) as executor:
+        hub = await tunnel(executor)
+        for _ in range(2):
+            stream = await request(hub)
+            got = await stream.response()
+            assert got.headers == hop.forwardable_response_headers(raw)
+            assert got.headers == (("Content-Type", "application/json"), ("Audit-Id", "a-1"))
+            assert got.metadata[CONTENT_LENGTH_KEY] == 2
+            assert await read_all(stream) == b"{}"
+        assert executor.connections_opened == 1
+
+
+class RecordingStream:
+    """Stands in for the tunnel stream a response goes into; records the calls in order."""
+
+    def __init__(self, reset: bool = False) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.reset = reset
+
+    def send_headers(
+        self, status: int, headers: frames.Headers = (), metadata: object = None
+    ) -> None:
+        if self.reset:
+            raise StreamResetError(ErrorCode.CANCEL, "the hub gave up", remote=True)
+        self.calls.append(("headers", status, headers, metadata))
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("data", data))
+
+    def write_eof(self) -> None:
+        self.calls.append(("end",))
+
+
+def connection_for(stream: RecordingStream) -> _Connection:
+    conn = _Connection(Origin("127.0.0.1", 1, None, "127.0.0.1:1"), asyncio.get_running_loop())
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    return conn
+
+
+async def test_a_complete_answer_goes_into_the_stream_from_the_callback() -> None:
+    """The whole small answer is in the stream when ``data_received`` returns (no wakeup of
+    the request's coroutine needed first), even when its head came in an earlier read."""
+    stream = RecordingStream()
+    conn = connection_for(stream)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+    assert conn.delivered
+    assert conn.keep_alive
+    assert stream.calls == [
+        ("headers", 200, (("X-A", "b"),), {CONTENT_LENGTH_KEY: 5}),
+        ("data", b"hello"),
+        ("end",),
+    ]
+    # The parser is kept for the connection's next answer.
+    stream = RecordingStream()
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    conn.data_received(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n")
+    assert stream.calls == []  # incomplete: nothing yet
+    assert conn.has_head
+    assert not conn.delivered
+    conn.data_received(b"{}")
+    assert conn.delivered
+    assert stream.calls == [
+        ("headers", 404, (), {CONTENT_LENGTH_KEY: 2}),
+        ("data", b"{}"),
+        ("end",),
+    ]
+
+
+async def test_a_stream_reset_before_the_answer_is_not_delivered() -> None:
+    stream = RecordingStream(reset=True)
+    conn = connection_for(stream)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert not conn.delivered
+    assert isinstance(conn.failure, StreamResetError)
+    assert stream.calls == []
+
+
+async def test_bytes_after_the_answer_close_the_connection() -> None:
+    stream = RecordingStream()
+    conn = connection_for(stream)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert conn.delivered
+    conn.data_received(b"HTTP/1.1 200 OK\r\n")  # nothing was asked
+    assert conn.lost
+    assert not conn.reusable
+
+
+async def test_the_hub_resetting_a_waiting_stream_costs_the_connection(
+    child_server, tunnel
+) -> None:
+    answered = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        if len(child.requests) == 1:
+            await gate.wait()
+        writer.write(ok(b"late" if len(child.requests) == 1 else b"next"))
+        answered.set()
+        return True
+
+    child = await child_server(answer)
+    async with executor_for(child) as executor:
+        hub = await tunnel(executor)
+        stream = await request(hub)
+        while not child.requests:
+            await asyncio.sleep(0.01)
+        stream.reset(ErrorCode.CANCEL, "caller went away")
+        await asyncio.sleep(0.05)  # the reset reaches the agent before the answer
+        gate.set()
+        await answered.wait()
+        stream = await request(hub)
+        assert (await stream.response()).status == 200
+        assert await read_all(stream) == b"next"
+        assert executor.connections_opened == 2  # the first answer's connection was closed
+
+
+async def test_cached_request_heads_follow_token_headers_and_identity(child_server, tunnel) -> None:
+    """Request heads are rendered once per caller headers, identity and agent token: a rotated
+    token, other caller headers or another caller each get their own head, and the caller's
+    own credentials are dropped on the cached path as on the first."""
+
+    async def answer(req: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(ok(b""))
+        return True
+
+    tokens = iter(["t-1", "t-1", "t-2", "t-2", "t-2"])
+    child = await child_server(answer)
+    executor = Executor(
+        ChildApiserver(url=f"http://127.0.0.1:{child.port}", token=lambda: next(tokens))
+    )
+    hostile = (
+        ("Accept", "json"),
+        ("Authorization", "Bearer stolen"),
+        ("Impersonate-User", "root"),
+        ("X-Remote-User", "root"),
+    )
+    bob = UserInfo(name="bob", groups=("ops",))
+    asks = [
+        (ALICE, hostile),
+        (ALICE, hostile),
+        (ALICE, hostile),  # token rotated
+        (ALICE, (("Accept", "yaml"),)),
+        (bob, (("Accept", "yaml"),)),
+    ]
+    async with executor:
+        hub = await tunnel(executor)
+        for user, headers in asks:
+            metadata = {METADATA_KEY: user.to_metadata(), BODY_KEY: False}
+            stream = await hub.open_stream(frames.HttpRequestHead("GET", "/x", headers), metadata)
+            stream.write_eof()
+            assert (await stream.response()).status == 200
+            await read_all(stream)
+    first, second, rotated, yaml, for_bob = (r.head.decode() for r in child.requests)
+    assert first == second
+    for head in (first, second, rotated):
+        assert "Accept: json\r\n" in head
+        assert "stolen" not in head
+        assert "Impersonate-User: root" not in head
+        assert "X-Remote-User" not in head
+        assert head.count("Impersonate-User: ") == 1
+    assert "Authorization: Bearer t-1\r\n" in first
+    assert "Authorization: Bearer t-2\r\n" in rotated
+    assert "t-1" not in rotated
+    assert "Accept: yaml\r\n" in yaml
+    assert "Impersonate-User: alice\r\n" in yaml
+    assert "Impersonate-User: bob\r\n" in for_bob
+    assert "alice" not in for_bob
