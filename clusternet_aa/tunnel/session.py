@@ -10,7 +10,12 @@ OPEN and END, a response's HEADERS, DATA and END) is flushed by one ``call_soon`
 written straight to the transport as one message. A task hop costs a loop iteration and a
 coroutine resume with cold caches, which at low concurrency is a good part of a proxied
 request's added latency. The writer task takes over only when the transport cannot take a
-message without waiting (backpressure) and when the session ends.
+message without waiting (backpressure) and when the session ends. Likewise input: over a
+websocket, each binary message reaches the core from the callback that parsed it
+(:meth:`Transport.deliver_to`), and the reader task wakes only for anything else (a close, an
+error) or to wait out the control backlog. When the only stream in flight ends its side, its
+message goes at once (nothing else will join it).
+
 The core makes every protocol decision; this module only moves bytes and wakes
 the right waiters, so it stays small.
 
@@ -33,7 +38,7 @@ from clusternet_aa.tunnel.protocol.connection import Connection, ConnectionState
 from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
 from clusternet_aa.tunnel.protocol.settings import KiB, MiB, Settings
 from clusternet_aa.tunnel.streams import ResponseHead, StreamResetError, TunnelStream
-from clusternet_aa.tunnel.transport import TEXT, Transport
+from clusternet_aa.tunnel.transport import DELIVERED, TEXT, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +149,9 @@ class Session:
     def start(self) -> None:
         if not self._tasks:
             self._wakeup.set()  # the core has queued our HELLO
+            # Messages go to the core straight from the transport's receive callback when it
+            # can do that (no reader task hop); the reader task still waits for anything else.
+            self._transport.deliver_to(self._on_message)
             self._tasks = [
                 self._loop.create_task(self._read_loop(), name=f"tunnel-read {self.name}"),
                 self._loop.create_task(self._write_loop(), name=f"tunnel-write {self.name}"),
@@ -303,19 +311,8 @@ class Session:
                 if message is None:
                     self._dispatch(conn.connection_lost())
                     break
-                if message is TEXT or isinstance(message, str):
-                    self._dispatch(conn.receive_text())
-                else:
-                    self.stats.messages_in += 1
-                    self.stats.bytes_in += len(message)
-                    self._dispatch(conn.receive_message(message))
-                # Flush only when there is something to write (a PONG, a window update, data
-                # that got credit); an idle PONG or a DATA frame whose reader has not read yet
-                # needs no pass. The writer task ends the session.
-                if self._finishing or conn.closed:
-                    self._wakeup.set()
-                elif conn.has_output:
-                    self._want_flush()
+                if message is not DELIVERED:
+                    self._on_message(message)
                 while conn.control_backlog > self._control_backlog_limit and not conn.closed:
                     await self._next_progress()
         finally:
@@ -362,6 +359,26 @@ class Session:
             return
         self._release_closed_streams()
         self._notify_progress()
+
+    def _on_message(self, message: bytes | str) -> bool:
+        """Feed one message to the core and act on it; False once the reader must stop (the
+        control backlog is over its bound, or the session ended). Runs in the reader task, or
+        from the transport's receive callback (see :meth:`Transport.deliver_to`)."""
+        conn = self._conn
+        if message is TEXT or isinstance(message, str):
+            self._dispatch(conn.receive_text())
+        else:
+            self.stats.messages_in += 1
+            self.stats.bytes_in += len(message)
+            self._dispatch(conn.receive_message(message))
+        # Flush only when there is something to write (a PONG, a window update, data that got
+        # credit); an idle PONG or a DATA frame whose reader has not read yet needs no pass.
+        # The writer task ends the session.
+        if self._finishing or conn.closed:
+            self._wakeup.set()
+        elif conn.has_output:
+            self._want_flush()
+        return not conn.closed and conn.control_backlog <= self._control_backlog_limit
 
     async def _write_loop(self) -> None:
         conn = self._conn

@@ -10,15 +10,24 @@ import asyncio
 import os
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 from aiohttp._websocket.helpers import websocket_mask
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.http_websocket import WebSocketWriter
 
 #: What ``receive`` returns when the peer sent a text message (a protocol violation).
 TEXT = "text"
+#: What ``receive`` returns when the messages that arrived went to the sink (see
+#: :meth:`Transport.deliver_to`) and the sink asked to stop: nothing more to process here.
+DELIVERED = "delivered"
+
+#: Takes one binary message as it arrives; returns False to stop deliveries (the receiver is
+#: over its backlog bound or finished) until the next :meth:`Transport.receive` call.
+Sink = Callable[[bytes], bool]
 
 #: A message to send. The transport takes ownership: a bytearray may be masked in place.
 Message = bytes | bytearray
@@ -45,7 +54,13 @@ class Transport(Protocol):
         the caller must not reuse it."""
 
     async def receive(self) -> bytes | str | None:
-        """The next message: bytes, :data:`TEXT` for a text message, None once closed."""
+        """The next message: bytes, :data:`TEXT` for a text message, None once closed, or
+        :data:`DELIVERED` once the sink (if any) asked to stop."""
+
+    def deliver_to(self, sink: Sink) -> bool:
+        """Hand binary messages to ``sink`` as they arrive, from the callback that parsed them,
+        while a :meth:`receive` call is pending; that call then returns only for anything
+        else (or :data:`DELIVERED`). False when this transport cannot, and nothing changes."""
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the link; safe to call more than once."""
@@ -85,6 +100,12 @@ class WebSocketTransport:
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
         self._masks = _MaskKeys()
+        self._tap: _ParserTap | None = None
+
+    def deliver_to(self, sink: Sink) -> bool:
+        if self._tap is None:
+            self._tap = _ParserTap.install(self._ws, sink)
+        return self._tap is not None
 
     def send_nowait(self, message: Message) -> bool:
         writer: Any = getattr(self._ws, "_writer", None)
@@ -102,6 +123,9 @@ class WebSocketTransport:
         await _send_binary(writer, message, self._masks)
 
     async def receive(self) -> bytes | str | None:
+        tap = self._tap
+        if tap is not None and tap.can_park() and await tap.park():
+            return DELIVERED
         msg = await self._ws.receive()
         if msg.type is aiohttp.WSMsgType.BINARY:
             data: bytes = msg.data
@@ -112,8 +136,142 @@ class WebSocketTransport:
         return None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._tap is not None:
+            self._tap.disable()  # a parked receive() goes back to aiohttp's own
         if not self._ws.closed:
             await self._ws.close(code=code, message=reason.encode()[:120])
+
+
+class _ParserTap:
+    """Delivers binary websocket messages from the protocol callback that parsed them.
+
+    aiohttp's protocol feeds received bytes to its websocket parser, which queues each message
+    and wakes the task awaiting ``receive()``: one task hop, a loop iteration and a coroutine
+    resume per message, which at low concurrency is a measurable share of a proxied request.
+    This tap takes the parser's place in the protocol (``_payload_parser``, which the protocol
+    only calls ``feed_data`` and ``feed_eof`` on), lets the real parser parse, and, while the
+    receiver is parked in :meth:`park`, takes the binary messages off the queue through the
+    queue's own ``read()`` (so its size accounting and read pausing stay aiohttp's) and hands
+    them to the sink. Anything else (a close, an error, the end) stays queued, and the parked
+    receiver goes back to ``ws.receive()``, which handles it as always; so it does while
+    aiohttp itself reads (closing) and once the transport closes.
+
+    :meth:`install` checks the shape of everything it relies on and the configuration (no
+    heartbeat, no receive timeout, autoping on) under which aiohttp touches the queue only
+    through the parser or from ``receive()``/``close()``; if anything differs it installs
+    nothing and the transport keeps the plain ``ws.receive()`` path.
+    """
+
+    __slots__ = ("_enabled", "_parked", "_parser", "_queue", "_sink", "_ws")
+
+    def __init__(self, ws: Any, queue: Any, parser: Any, sink: Sink) -> None:
+        self._ws = ws
+        self._queue = queue
+        self._parser = parser
+        self._sink = sink
+        self._parked: asyncio.Future[bool] | None = None
+        self._enabled = True
+
+    @classmethod
+    def install(cls, ws: Any, sink: Sink) -> _ParserTap | None:
+        queue = getattr(ws, "_reader", None)
+        protocol: Any = getattr(queue, "_protocol", None)
+        parser = getattr(protocol, "_payload_parser", None)
+        timeout = getattr(ws, "_timeout", None)
+        receive_timeout = (
+            getattr(timeout, "ws_receive", None)
+            if isinstance(ws, aiohttp.ClientWebSocketResponse)
+            else getattr(ws, "_receive_timeout", 0)
+        )
+        if (
+            type(queue) is not WebSocketDataQueue
+            or type(parser) is not WebSocketReader
+            or type(getattr(queue, "_buffer", None)) is not deque
+            or getattr(ws, "_heartbeat", 0) is not None
+            or getattr(ws, "_autoping", False) is not True
+            or receive_timeout is not None
+            or type(getattr(ws, "_closing", None)) is not bool
+        ):
+            return None
+        tap = cls(ws, queue, parser, sink)
+        protocol._payload_parser = tap
+        return tap
+
+    # -------------------------------------------------------------- the protocol's side
+
+    def feed_data(self, data: bytes) -> Any:
+        result = self._parser.feed_data(data)
+        parked = self._parked
+        if parked is not None and not parked.done():
+            self._deliver(parked)
+        return result
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+        self._wake(False)
+
+    # -------------------------------------------------------------- the receiver's side
+
+    def can_park(self) -> bool:
+        """True when nothing is queued for ``ws.receive()`` to return."""
+        ws = self._ws
+        queue = self._queue
+        return (
+            self._enabled
+            and not queue._buffer
+            and not queue.is_eof()
+            and not ws.closed
+            and not ws._closing
+        )
+
+    async def park(self) -> bool:
+        """Wait while messages go to the sink: True once the sink asked to stop, False when
+        something is waiting for ``ws.receive()``."""
+        parked = asyncio.get_running_loop().create_future()
+        self._parked = parked
+        try:
+            delivered: bool = await parked
+        finally:
+            self._parked = None
+        return delivered
+
+    def disable(self) -> None:
+        self._enabled = False
+        self._wake(False)
+
+    def _wake(self, delivered: bool) -> None:
+        parked = self._parked
+        if parked is not None and not parked.done():
+            parked.set_result(delivered)
+
+    def _deliver(self, parked: asyncio.Future[bool]) -> None:
+        queue = self._queue
+        buffer = queue._buffer
+        ws = self._ws
+        try:
+            while buffer and self._enabled and not ws.closed and not ws._closing:
+                if buffer[0][0].type is not aiohttp.WSMsgType.BINARY:
+                    break
+                if not self._sink(_take(queue).data):
+                    parked.set_result(True)
+                    return
+        except Exception as exc:  # noqa: BLE001 - not swallowed: the parked receive() raises it
+            parked.set_exception(exc)
+            return
+        if buffer or queue.is_eof() or not self._enabled or ws.closed or ws._closing:
+            parked.set_result(False)
+
+
+def _take(queue: Any) -> Any:
+    """The first queued message, through the queue's ``read()``, which returns at once when a
+    message is buffered: its coroutine finishes on the first step."""
+    step = queue.read()
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value
+    step.close()
+    raise RuntimeError("aiohttp's websocket queue did not return its buffered message")
 
 
 #: Messages up to this size are written with their header in one buffer (one TLS record, the
@@ -261,6 +419,9 @@ class MemoryTransport:
     async def send_text(self, text: str) -> None:
         """Send a text message (tests use it to check that the peer rejects it)."""
         await self._put(text)
+
+    def deliver_to(self, sink: Sink) -> bool:
+        return False  # tests drive the reader task's path; the websocket tests drive the tap
 
     async def receive(self) -> bytes | str | None:
         message = await self._incoming.queue.get()
