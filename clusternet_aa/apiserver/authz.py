@@ -75,13 +75,15 @@ class SubjectAccessReviewer:
         Raises a 500 :class:`StatusError` when the parent cannot be asked (kube answers an
         authorization error with InternalError); such failures are not cached.
         """
-        if self.always_allow_groups.intersection(user.groups):
+        groups = user.groups
+        if not self.always_allow_groups.isdisjoint(groups):
             return Decision(True, "member of an always-allowed group")
+        # The key is built on every request: no sorting where there is nothing to sort.
         key: _Key = (
             user.name,
             user.uid,
-            tuple(sorted(user.groups)),
-            tuple(sorted((k, tuple(v)) for k, v in user.extra.items())),
+            tuple(groups) if len(groups) < 2 else tuple(sorted(groups)),
+            tuple(sorted((k, tuple(v)) for k, v in user.extra.items())) if user.extra else (),
             verb,
             resource,
             subresource,

@@ -204,7 +204,10 @@ class Forwarder:
         )
         if not decision.allowed:
             raise _forbidden(user, verb, cluster_id, "proxy", decision.reason)
-        session = await self._registry.wait_for(cluster_id, self._tunnel_wait)
+        # The usual case without a coroutine: a live session for the cluster.
+        session = self._registry.get(cluster_id) or await self._registry.wait_for(
+            cluster_id, self._tunnel_wait
+        )
         if session is None:
             if self._directory.is_known(cluster_id) is False:
                 raise StatusError(
@@ -276,7 +279,11 @@ class Forwarder:
             stream.write_eof()
         response: web.StreamResponse | None = None
         try:
-            head = await self._response_head(stream, cluster_id)
+            try:
+                # Taken, not kept in the stream: a watch holds its stream for hours.
+                head = await stream.take_response()
+            except StreamResetError as exc:
+                raise _stream_failure(exc, cluster_id) from None
             if 300 <= head.status < 400:
                 stream.reset(ErrorCode.CANCEL, "redirect refused")
                 raise StatusError(

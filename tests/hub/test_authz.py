@@ -156,3 +156,40 @@ async def test_concurrent_misses_share_one_review(sim: KubesimServer, parent_kub
         )
         assert {d.allowed for d in decisions} == {False}
         assert reviewer.reviews == 1
+
+
+async def test_cache_key_ignores_group_and_extra_order_but_not_content() -> None:
+    """The same identity in another order is one question; a different identity is not."""
+
+    class Recording(SubjectAccessReviewer):
+        def __init__(self) -> None:
+            super().__init__(None, always_allow_groups=("system:masters",))  # type: ignore[arg-type]
+            self.asked: list[str] = []
+
+        async def _review(self, key: Any, user: UserInfo, *args: Any) -> Decision:
+            self.asked.append(user.name)
+            decision = Decision(True)
+            self.cache.put(key, decision, 60)
+            return decision
+
+    authz = Recording()
+    extra = {"a": ("1",), "b": ("2",)}
+    same = [
+        UserInfo(name="u", groups=("g1", "g2"), extra=extra),
+        UserInfo(name="u", groups=("g2", "g1"), extra=dict(reversed(extra.items()))),
+    ]
+    for user in same:
+        assert (await authz.authorize(user, verb="get", resource="sockets", name="c1")).allowed
+    assert authz.asked == ["u"]
+    different = [
+        UserInfo(name="u", groups=("g1",), extra=extra),
+        UserInfo(name="u", groups=("g1", "g2")),
+        UserInfo(name="u", groups=("g1", "g2"), extra={"a": ("1",)}),
+        UserInfo(name="u", groups=()),
+    ]
+    for user in different:
+        await authz.authorize(user, verb="get", resource="sockets", name="c1")
+    assert len(authz.asked) == 5
+    masters = UserInfo(name="root", groups=("x", "system:masters"))
+    assert (await authz.authorize(masters, verb="get", resource="sockets")).allowed
+    assert len(authz.asked) == 5  # always allowed, never reviewed
