@@ -118,8 +118,7 @@ def user_from_headers(
         return None
     groups: tuple[str, ...] = ()
     for header in snapshot.group_headers:
-        if header in headers:
-            groups += tuple(headers.getall(header))
+        groups += tuple(headers.getall(header, ()))
     uid = ""
     for header in snapshot.uid_headers:
         uid = headers.get(header, "")
