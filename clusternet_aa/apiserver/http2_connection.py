@@ -32,8 +32,8 @@ from aiohttp.web_protocol import RequestHandler
 from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, istr
 
-from clusternet_aa.apiserver.http2_headers import MalformedRequest, request_message
-from clusternet_aa.apiserver.http2_hpack import LiteralEncoder
+from clusternet_aa.apiserver.http2_headers import MalformedRequest, cached_request_message
+from clusternet_aa.apiserver.http2_hpack import CachingDecoder, LiteralEncoder
 from clusternet_aa.apiserver.http2_stream import Http2Stream, StreamPayload
 from clusternet_aa.apiserver.status import StatusError
 
@@ -91,6 +91,7 @@ class Http2Connection(asyncio.Protocol):
             )
         )
         self.h2.encoder = LiteralEncoder()
+        self.h2.decoder = CachingDecoder(self.h2.decoder.max_header_list_size)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -234,6 +235,11 @@ class Http2Connection(asyncio.Protocol):
 
     # --- used by streams ---------------------------------------------------------------------
 
+    @property
+    def writing_paused(self) -> bool:
+        """The TLS transport's write buffer is above its high-water mark."""
+        return self._write_paused
+
     def flush(self) -> None:
         """Write h2's output to the TLS transport now."""
         self.unflushed = 0
@@ -369,7 +375,9 @@ class Http2Connection(asyncio.Protocol):
         stream = Http2Stream(self, stream_id)
         self.listener.h2_streams_total += 1
         try:
-            message, problem = request_message(event.headers, ended=event.stream_ended is not None)
+            message, problem = cached_request_message(
+                event.headers, ended=event.stream_ended is not None
+            )
         except MalformedRequest as exc:
             # RFC 9113 8.1.1: a stream error; the connection and its other streams go on.
             logger.info("HTTP/2 request from %s: malformed: %s", self.peername, exc)

@@ -193,3 +193,32 @@ def request_message(
         url,
     )
     return message, None
+
+
+#: Request heads built recently, by their header list and whether the HEADERS frame ended the
+#: stream: a client repeating a request (the aggregator's proxied calls, kubectl's polls, the
+#: benchmark) sends the same list each time, and building and checking the head again cost
+#: about 13 µs of CPU per request. The head is immutable (a ``CIMultiDictProxy``, tuples, a
+#: ``URL``), so requests can share it. Only heads that passed every check and go to the
+#: application are kept; bounded in entries and in the bytes of each list, cleared when full,
+#: so junk cannot pin memory.
+_HEADS: dict[tuple[bool, tuple[tuple[bytes, bytes], ...]], RawRequestMessage] = {}
+_HEADS_MAX_ENTRIES = 256
+_HEAD_MAX_BYTES = 4096
+
+
+def cached_request_message(
+    headers: Iterable[tuple[bytes, bytes]], *, ended: bool
+) -> tuple[RawRequestMessage | None, StatusError | None]:
+    """:func:`request_message`, with the head of a header list seen recently reused (the same
+    result, and the same :class:`MalformedRequest`, as building it again)."""
+    key = (ended, tuple(headers))
+    message = _HEADS.get(key)
+    if message is not None:
+        return message, None
+    message, problem = request_message(key[1], ended=ended)
+    if message is not None and sum(len(n) + len(v) for n, v in key[1]) <= _HEAD_MAX_BYTES:
+        if len(_HEADS) >= _HEADS_MAX_ENTRIES:
+            _HEADS.clear()
+        _HEADS[key] = message
+    return message, problem
