@@ -79,10 +79,9 @@ class TunnelStream:
         self._eof = False
         self._error: StreamResetError | None = None
         self._read_waiter: asyncio.Future[None] | None = None
-        # None once the opener took the head with take_response().
-        self._response: asyncio.Future[ResponseHead] | None = (
-            asyncio.get_running_loop().create_future()
-        )
+        # None once the opener took the head with take_response(). Futures come from the
+        # session's loop: asyncio.get_running_loop() costs a getpid() syscall per call.
+        self._response: asyncio.Future[ResponseHead] | None = session._loop.create_future()
         self._closed_waiter: asyncio.Future[None] | None = None
         self._finished = False
         self._write_closed = False
@@ -115,7 +114,7 @@ class TunnelStream:
                 raise self._error
             if self._eof:
                 return b""
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._session._loop.create_future()
             self._read_waiter = waiter
             try:
                 await waiter
@@ -226,7 +225,7 @@ class TunnelStream:
         if self._finished:
             return
         if self._closed_waiter is None:
-            self._closed_waiter = asyncio.get_running_loop().create_future()
+            self._closed_waiter = self._session._loop.create_future()
         await asyncio.shield(self._closed_waiter)
 
     # -------------------------------------------------------------- fed by the session

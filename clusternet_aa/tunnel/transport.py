@@ -162,9 +162,11 @@ class _ParserTap:
     nothing and the transport keeps the plain ``ws.receive()`` path.
     """
 
-    __slots__ = ("_enabled", "_parked", "_parser", "_queue", "_sink", "_ws")
+    __slots__ = ("_enabled", "_loop", "_parked", "_parser", "_queue", "_sink", "_ws")
 
     def __init__(self, ws: Any, queue: Any, parser: Any, sink: Sink) -> None:
+        # Kept: asyncio.get_running_loop() costs a getpid() syscall per call.
+        self._loop = asyncio.get_running_loop()
         self._ws = ws
         self._queue = queue
         self._parser = parser
@@ -227,7 +229,7 @@ class _ParserTap:
     async def park(self) -> bool:
         """Wait while messages go to the sink: True once the sink asked to stop, False when
         something is waiting for ``ws.receive()``."""
-        parked = asyncio.get_running_loop().create_future()
+        parked = self._loop.create_future()
         self._parked = parked
         try:
             delivered: bool = await parked

@@ -208,6 +208,7 @@ class Acks:
 
     def __init__(self) -> None:
         self.acknowledged = 0
+        self._loop = asyncio.get_running_loop()
 
     def _acknowledge(self, stream_id: int, size: int) -> None:
         self.acknowledged += size
