@@ -437,7 +437,8 @@ class ChildClient:
                 conn.write(head)
             if has_body:
                 upload = asyncio.ensure_future(_upload(stream, conn, chunked))
-            await _exchange(stream, conn)
+            if not conn.delivered:
+                await _exchange(stream, conn)
             if upload is not None and not upload.done():
                 # The child answered before the whole body arrived: the connection is
                 # mid-request and cannot be reused.

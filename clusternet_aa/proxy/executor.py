@@ -4,10 +4,12 @@ For each HTTP stream the hub opens, the executor calls the child's API server (o
 allowed target) with the agent's own credentials plus impersonation of the mapped parent
 identity, and streams the answer back. Plain requests go through the lean pooled HTTP/1.1 client
 of :mod:`child_client` (keep-alive, httptools parsing, body chunks straight into the stream), so
-there is no TCP or TLS handshake per request and little Python per request. Upgrades (exec,
-attach, port-forward, over websocket or SPDY) use a raw HTTP/1.1 connection driven by h11: after
-the child's 101, bytes are copied both ways untouched, so websocket close codes and SPDY frames
-arrive exactly as sent.
+there is no TCP or TLS handshake per request and little Python per request: the request head
+after its request line is rendered once per caller headers, identity and agent token and then
+taken from a cache, so a repeated caller costs a dict lookup instead of filtering, checking and
+rendering its headers again. Upgrades (exec, attach, port-forward, over websocket or SPDY) use a
+raw HTTP/1.1 connection driven by h11: after the child's 101, bytes are copied both ways
+untouched, so websocket close codes and SPDY frames arrive exactly as sent.
 """
 
 from __future__ import annotations
