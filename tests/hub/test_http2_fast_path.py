@@ -20,13 +20,17 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 from aiohttp import web
 from aiohttp.http import RawRequestMessage
 from h2.settings import SettingCodes
 from hpack.exceptions import OversizedHeaderListError
+from hyperframe.frame import Frame, GoAwayFrame
 
 from clusternet_aa.apiserver.http2 import Http2Listener
 from clusternet_aa.apiserver.http2_connection import Http2Connection
@@ -231,6 +235,7 @@ class Pair:
         self.client.initiate_connection()
         self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.responses: dict[int, dict[str, Any]] = {}
+        self.terminated: int | None = None
         self.pump()
 
     def pump(self) -> None:
@@ -247,6 +252,8 @@ class Pair:
                 stream["ended"] = True
             elif isinstance(event, h2.events.StreamReset):
                 stream["reset"] = event.error_code
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.terminated = event.error_code
 
     async def get(self, path: str) -> dict[str, Any]:
         stream_id = self.client.get_next_available_stream_id()
@@ -305,3 +312,104 @@ async def test_bodies_beyond_a_frame_or_the_window_take_the_general_path() -> No
         pair.client.increment_flow_control_window(1 << 20)
     stream = await pair.get("/a?size=10")
     assert stream["data"] == b"b" * 10
+
+
+# --- a new request's HEADERS frame read directly -----------------------------------------------
+
+
+def headers_frame(stream_id: int, block: bytes, flags: int = 0x5) -> bytes:
+    return (
+        len(block).to_bytes(3, "big") + bytes((0x1, flags)) + stream_id.to_bytes(4, "big") + block
+    )
+
+
+def request_block(encoder: hpack.Encoder, path: str = "/a?size=3") -> bytes:
+    return encoder.encode(
+        [(":method", "GET"), (":scheme", "https"), (":authority", "hub"), (":path", path)]
+    )
+
+
+async def settle(pair: Pair, data: bytes) -> list[tuple[str, int, frozenset[str], int]]:
+    """Feed ``data`` to the hub, let it answer; the frames it wrote: (type, stream, flags,
+    error code), read without a client's state (the streams were opened behind its back)."""
+    pair.hub.data_received(data)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    out, pair.transport.out = bytes(pair.transport.out), bytearray()
+    seen = []
+    while out:
+        frame, length = Frame.parse_frame_header(memoryview(out[:9]))
+        frame.parse_body(memoryview(out[9 : 9 + length]))
+        out = out[9 + length :]
+        code = int(getattr(frame, "error_code", 0) or 0)
+        if isinstance(frame, GoAwayFrame):
+            pair.terminated = code
+        seen.append((type(frame).__name__, frame.stream_id, frozenset(frame.flags), code))
+    return seen
+
+
+async def test_lone_headers_frames_open_requests_as_h2_would() -> None:
+    """Requests sent as raw frames, one per read: answered; HPACK state carries over."""
+    pair = Pair()
+    encoder = hpack.Encoder()
+    served = pair.listener.h2_streams_total
+    for stream_id in (1, 3, 7):
+        await settle(pair, headers_frame(stream_id, request_block(encoder)))
+    assert pair.listener.h2_streams_total == served + 3
+    assert pair.terminated is None
+    assert not pair.hub.streams
+    assert pair.hub.h2.highest_inbound_stream_id == 7
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [(5, None), (3, None)],  # a stream id not above the last one
+        [(1, None), (1, None)],  # the same stream opened again
+        [(2, None)],  # an even (server-initiated) stream id
+        [(1, b"\xff\x7f")],  # an HPACK index that does not exist
+        [(1, b"\x40\x03x-a\x01b"), (3, None)],  # no pseudo-headers: malformed (stream error)
+        [(1, None), (3, b"\x20")],  # a table size update alone: no :method
+    ],
+)
+async def test_lone_headers_frames_get_the_answers_h2_gives(
+    frames: list[tuple[int, bytes | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same frames, read directly and through h2's ``receive_data``: the client sees the
+    same events, resets and GOAWAY codes, and the hub serves the same requests."""
+    outcomes = []
+    for direct in (True, False):
+        if not direct:
+            monkeypatch.setattr(Http2Connection, "_new_request", lambda self, data: None)
+        pair = Pair()
+        encoder = hpack.Encoder()
+        seen: list[tuple[str, int, frozenset[str], int]] = []
+        for stream_id, block in frames:
+            seen += await settle(pair, headers_frame(stream_id, block or request_block(encoder)))
+        outcomes.append((seen, pair.listener.h2_streams_total, pair.transport.closing))
+    assert outcomes[0] == outcomes[1]
+
+
+async def test_a_header_block_split_over_continuation_frames_is_still_read() -> None:
+    """HEADERS without END_HEADERS, then CONTINUATION, each in its own read."""
+    pair = Pair()
+    block = request_block(hpack.Encoder(), "/a?size=4")
+    first = headers_frame(1, block[:5], flags=0x1)
+    rest = len(block[5:]).to_bytes(3, "big") + bytes((0x9, 0x4)) + (1).to_bytes(4, "big")
+    await settle(pair, first)
+    assert pair.listener.h2_streams_total == 0
+    await settle(pair, rest + block[5:])
+    assert pair.listener.h2_streams_total == 1
+    assert pair.terminated is None
+
+
+async def test_too_many_streams_are_refused_on_the_direct_path_too() -> None:
+    """The stream limit holds for requests read directly (h2's check runs as before)."""
+    pair = Pair()
+    pair.hub.h2.local_settings = h2.settings.Settings(
+        client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 2}
+    )
+    encoder = hpack.Encoder()
+    for stream_id in (1, 3, 5):
+        await settle(pair, headers_frame(stream_id, request_block(encoder, "/hang")))
+    assert pair.terminated is not None or 5 not in pair.hub.streams
