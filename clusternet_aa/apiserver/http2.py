@@ -138,14 +138,15 @@ class Http2Listener:
             self._idle = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
-        tasks = [
-            stream.task
+        streams = [
+            stream
             for connection in list(self.connections)
             for stream in connection.streams.values()
             if stream.task is not None
         ]
-        for task in tasks:
-            task.cancel()
+        tasks = [stream.task for stream in streams if stream.task is not None]
+        for stream in streams:
+            stream.cancel_handler()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for connection in list(self.connections):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 from collections.abc import Coroutine
@@ -140,6 +139,8 @@ class Http2Connection(asyncio.Protocol):
         self._skip = 24  # the client connection preface
         self._partial = b""
         self._idle_timer: asyncio.TimerHandle | None = None
+        #: Loop time the last stream ended (None while a stream is open).
+        self._idle_since: float | None = None
         #: DATA bytes handed to h2 since the last write to the transport.
         self.unflushed = 0
         self._flush_pending = False
@@ -186,7 +187,8 @@ class Http2Connection(asyncio.Protocol):
             logger.exception("HTTP/2 connection from %s: internal error", self.peername)
             self.close(h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
-        self.flush_soon()
+        if self.h2._data_to_send:  # acks, window updates, resets h2 queued for this read
+            self.flush_soon()
 
     def _new_request(self, data: bytes) -> list[h2.events.Event] | None:
         """h2's events for ``data`` when it is exactly one HEADERS frame opening a new stream
@@ -258,13 +260,22 @@ class Http2Connection(asyncio.Protocol):
         return True
 
     def _arm_idle_timer(self) -> None:
+        """The connection has no stream from now: it closes after ``idle_timeout`` unless a
+        request comes. The timer is not cancelled by that request (a sequential client would
+        otherwise start and cancel one per request); it checks when it fires."""
+        self._idle_since = self._loop.time()
         if self._idle_timer is None and not self._closed:
             timeout = self.listener.settings.idle_timeout
             self._idle_timer = self._loop.call_later(timeout, self._on_idle)
 
     def _on_idle(self) -> None:
         self._idle_timer = None
-        if not self.streams:
+        if self.streams or self._idle_since is None or self._closed:
+            return  # busy: armed again when its last stream ends
+        left = self._idle_since + self.listener.settings.idle_timeout - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._on_idle)
+        else:
             self.close(h2.errors.ErrorCodes.NO_ERROR)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -434,9 +445,7 @@ class Http2Connection(asyncio.Protocol):
             # read (h2 then no longer knows it), and that must not end the connection.
             self.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_since = None
         stream = Http2Stream(self, stream_id)
         self.listener.h2_streams_total += 1
         try:
@@ -459,27 +468,24 @@ class Http2Connection(asyncio.Protocol):
         self._start(stream, self._serve(stream, message))
 
     def _start(self, stream: Http2Stream, handler: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(handler)
-        task.add_done_callback(functools.partial(self._handler_ended, stream))
-        stream.task = task
-
-    def _handler_ended(self, stream: Http2Stream, _task: asyncio.Task[None]) -> None:
-        # A handler cancelled before its first step never runs its body, nor its ``finally``:
-        # that happens when the client resets a stream in the same read that opened it (the
-        # "rapid reset" pattern). Without this its place would never be freed, and a
-        # connection with max_concurrent_streams such places would refuse every request.
-        if self.streams.get(stream.id) is stream:
-            self._stream_done(stream)
+        """One task per stream, and no done callback: the handler's ``finally`` ends the
+        stream, and a handler cancelled before its first step (which never runs that
+        ``finally``) is ended by :meth:`Http2Stream.cancel_handler`. A done callback per
+        stream cost a callback and, for a sequential client, one more loop iteration (an
+        ``epoll_wait``) per request."""
+        stream.task = self._loop.create_task(handler)
 
     async def _serve(self, stream: Http2Stream, message: RawRequestMessage) -> None:
         """What aiohttp's RequestHandler does for one request, for one stream."""
+        stream.started = True
         server = self.listener.server
         task = stream.task  # set by _on_request before this coroutine's first step
         assert task is not None
-        request = server.request_factory(
-            message, stream.payload, cast(RequestHandler, stream), stream, task
-        )
+        request: web.BaseRequest | None = None
         try:
+            request = server.request_factory(
+                message, stream.payload, cast(RequestHandler, stream), stream, task
+            )
             try:
                 response = await server.request_handler(request)
             except web.HTTPException as exc:
@@ -494,11 +500,13 @@ class Http2Connection(asyncio.Protocol):
         except (asyncio.CancelledError, ConnectionError):
             stream.reset(h2.errors.ErrorCodes.CANCEL)
         finally:
-            request._task = None  # type: ignore[assignment]  # break the cycle, as aiohttp does
-            self._stream_done(stream)
+            if request is not None:
+                request._task = None  # type: ignore[assignment]  # break the cycle, as aiohttp
+            self.stream_done(stream)
 
     async def _refuse(self, stream: Http2Stream, error: StatusError) -> None:
         """Answer a request the application must not see (an upgrade) with a Status."""
+        stream.started = True
         try:
             await stream.write_headers(
                 f"HTTP/2 {error.code} {_reason(error.code)}",
@@ -508,9 +516,9 @@ class Http2Connection(asyncio.Protocol):
         except (asyncio.CancelledError, ConnectionError):
             stream.reset(h2.errors.ErrorCodes.CANCEL)
         finally:
-            self._stream_done(stream)
+            self.stream_done(stream)
 
-    def _stream_done(self, stream: Http2Stream) -> None:
+    def stream_done(self, stream: Http2Stream) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
         if stream.payload is not EMPTY_PAYLOAD:

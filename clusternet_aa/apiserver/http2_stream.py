@@ -41,6 +41,21 @@ _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
+#: Response header names as sent (lower case, bytes; empty for the connection-specific ones,
+#: which are dropped): a handful of names repeat on every response. Cleared when full.
+_WIRE_NAMES: dict[str, bytes] = {}
+_WIRE_NAMES_MAX = 1024
+
+
+def _wire_name(name: str) -> bytes:
+    lower = name.lower()
+    wire = b"" if lower in CONNECTION_HEADERS else lower.encode()
+    if len(_WIRE_NAMES) >= _WIRE_NAMES_MAX:
+        _WIRE_NAMES.clear()
+    _WIRE_NAMES[str(name)] = wire
+    return wire
+
+
 def _frame_header(length: int, kind: int, flags: int, stream_id: bytes) -> bytes:
     """A frame's 9-byte header (RFC 9113 4.1); ``stream_id`` as its 4 bytes (R bit clear)."""
     return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id
@@ -119,6 +134,7 @@ class Http2Stream(AbstractStreamWriter):
         "length",
         "output_size",
         "payload",
+        "started",
         "task",
     )
 
@@ -127,6 +143,8 @@ class Http2Stream(AbstractStreamWriter):
         self.id = stream_id
         self.payload: StreamReader = EMPTY_PAYLOAD
         self.task: asyncio.Task[None] | None = None
+        #: The handler task has taken its first step (its ``finally`` will end the stream).
+        self.started = False
         #: Reset (either side) or both halves ended: nothing more goes out.
         self.closed = False
         self._head: list[tuple[bytes, bytes]] | None = None
@@ -200,10 +218,13 @@ class Http2Stream(AbstractStreamWriter):
         leaves in one TLS record with its body."""
         status = status_line.split(" ", 2)[1]
         head = [(b":status", status.encode())]
+        names = _WIRE_NAMES
         for name, value in headers.items():
-            lower = name.lower()
-            if lower not in CONNECTION_HEADERS:
-                head.append((lower.encode(), value.encode("utf-8", "surrogateescape")))
+            wire = names.get(name)
+            if wire is None:
+                wire = _wire_name(name)
+            if wire:
+                head.append((wire, value.encode("utf-8", "surrogateescape")))
         self._head = head
 
     def send_headers(self) -> None:
@@ -440,5 +461,17 @@ class Http2Stream(AbstractStreamWriter):
         self.closed = True
         self.window_opened()
         self.payload.set_exception(ConnectionResetError("the client reset the stream"))
-        if self.task is not None:
-            self.task.cancel()
+        self.cancel_handler()
+
+    def cancel_handler(self) -> None:
+        """Cancel the handler task. One cancelled before its first step never runs its body,
+        nor its ``finally``: that happens when the client resets a stream in the same read
+        that opened it (the "rapid reset" pattern), so the stream is ended here; otherwise
+        its place would never be freed, and a connection with max_concurrent_streams such
+        places would refuse every request."""
+        task = self.task
+        if task is None:
+            return
+        task.cancel()
+        if not self.started:
+            self.connection.stream_done(self)
