@@ -205,9 +205,9 @@ class Forwarder:
         if not decision.allowed:
             raise _forbidden(user, verb, cluster_id, "proxy", decision.reason)
         # The usual case without a coroutine: a live session for the cluster.
-        session = self._registry.get(cluster_id) or await self._registry.wait_for(
-            cluster_id, self._tunnel_wait
-        )
+        session = self._registry.get(cluster_id)
+        if session is None:
+            session = await self._registry.wait_for(cluster_id, self._tunnel_wait)
         if session is None:
             if self._directory.is_known(cluster_id) is False:
                 raise StatusError(
