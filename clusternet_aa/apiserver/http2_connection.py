@@ -445,7 +445,6 @@ class Http2Connection(asyncio.Protocol):
             # read (h2 then no longer knows it), and that must not end the connection.
             self.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
-        self._idle_since = None
         stream = Http2Stream(self, stream_id)
         self.listener.h2_streams_total += 1
         try:
@@ -457,6 +456,9 @@ class Http2Connection(asyncio.Protocol):
             logger.info("HTTP/2 request from %s: malformed: %s", self.peername, exc)
             self.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
+        # A stream is open from here: the idle timer, when it fires, leaves the connection be
+        # (a malformed request above, reset at once, does not count as activity).
+        self._idle_since = None
         if problem is not None:
             self.streams[stream_id] = stream
             self._start(stream, self._refuse(stream, problem))

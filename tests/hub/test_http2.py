@@ -808,6 +808,25 @@ async def test_the_idle_timeout_counts_from_the_last_stream_only(
         await c.close()
 
 
+async def test_a_connection_sending_only_malformed_requests_still_idles_out(
+    bare: tuple[int, ssl.SSLContext, Http2Listener],
+) -> None:
+    """Each malformed request is reset at once and is no activity: the idle timeout closes
+    the connection as if nothing had been sent."""
+    port, context, _ = bare
+    c = await H2Client.connect(port, context, loose=True)
+    try:
+        for _ in range(3):
+            stream = await c.get("/ping", headers=[("Upper-Case", "x")])
+            assert stream.reset == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        await asyncio.wait_for(c.closed.wait(), 5)
+        terminated: h2.events.ConnectionTerminated | None = getattr(c, "terminated")  # noqa: B009
+        assert terminated is not None
+        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+    finally:
+        await c.close()
+
+
 async def test_random_bytes_never_escape_into_the_loop(
     bare: tuple[int, ssl.SSLContext, Http2Listener], caplog: pytest.LogCaptureFixture
 ) -> None:
