@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from clusternet_aa.tunnel.protocol import codec, frames
 from clusternet_aa.tunnel.protocol.connection import Connection, Role
@@ -25,6 +24,7 @@ from clusternet_aa.tunnel.transport import (
     frame_header,
     memory_pair,
 )
+from tests.tunnel.ws_helpers import websocket_pair
 
 
 def unmask(mask: bytes, data: bytes | bytearray) -> bytes:
@@ -146,30 +146,8 @@ async def test_closing_link_refuses_the_write(where: str) -> None:
 @pytest.fixture
 async def ws_pair() -> AsyncIterator[tuple[WebSocketTransport, WebSocketTransport]]:
     """A real aiohttp websocket on 127.0.0.1: (client transport, server transport)."""
-    server_side: asyncio.Future[WebSocketTransport] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
-        await ws.prepare(request)
-        server_side.set_result(WebSocketTransport(ws))
-        await done.wait()
-        await ws.close()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with aiohttp.ClientSession() as client:
-        ws = await client.ws_connect(f"http://127.0.0.1:{port}/ws", max_msg_size=4 * 1024 * 1024)
-        yield WebSocketTransport(ws), await server_side
-        done.set()
-        await ws.close()
-    await runner.cleanup()
+    async with websocket_pair(4 * 1024 * 1024) as pair:
+        yield pair
 
 
 async def test_real_websocket_both_ways_without_send_bytes(

@@ -17,6 +17,7 @@ from clusternet_aa.tunnel.protocol.errors import ErrorCode
 from clusternet_aa.tunnel.session import Session
 from clusternet_aa.tunnel.streams import TunnelStream
 from clusternet_aa.tunnel.transport import DELIVERED, TEXT, WebSocketTransport, frame_header
+from tests.tunnel.ws_helpers import serve, websocket_pair
 
 MAX = 64 * 1024
 ZERO_MASK = b"\0\0\0\0"  # masking with a zero key leaves the payload as it is
@@ -25,30 +26,8 @@ ZERO_MASK = b"\0\0\0\0"  # masking with a zero key leaves the payload as it is
 @pytest.fixture
 async def ws_pair() -> AsyncIterator[tuple[WebSocketTransport, WebSocketTransport]]:
     """A real aiohttp websocket on 127.0.0.1: (client transport, server transport)."""
-    server_side: asyncio.Future[WebSocketTransport] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX)
-        await ws.prepare(request)
-        server_side.set_result(WebSocketTransport(ws))
-        await done.wait()
-        await ws.close()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with aiohttp.ClientSession() as client:
-        ws = await client.ws_connect(f"http://127.0.0.1:{port}/ws", max_msg_size=MAX)
-        yield WebSocketTransport(ws), await server_side
-        done.set()
-        await ws.close()
-    await runner.cleanup()
+    async with websocket_pair(MAX) as pair:
+        yield pair
 
 
 def raw_frames(*payloads: bytes) -> bytes:
@@ -165,23 +144,13 @@ async def test_no_tap_where_aiohttp_reads_the_queue_on_its_own() -> None:
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with aiohttp.ClientSession() as client:
-        ws = await client.ws_connect(
-            f"http://127.0.0.1:{port}/ws", timeout=aiohttp.ClientWSTimeout(ws_receive=30)
-        )
+    async with serve(handler) as url, aiohttp.ClientSession() as client:
+        ws = await client.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_receive=30))
         assert WebSocketTransport(ws).deliver_to(lambda message: True) is False
         assert await verdict is False
         await ws.send_bytes(b"plain")
         await asyncio.wait_for(done.wait(), 2)
         await ws.close()
-    await runner.cleanup()
 
 
 async def test_sessions_over_a_websocket_skip_the_reader_task(
