@@ -758,6 +758,14 @@ async def bare() -> AsyncIterator[tuple[int, ssl.SSLContext, Http2Listener]]:
         await asyncio.gather(listener.shutdown(1), runner.cleanup())
 
 
+async def goes_away_cleanly(c: H2Client) -> None:
+    """Wait until the hub closes ``c``'s connection, which it must do with GOAWAY NO_ERROR."""
+    await asyncio.wait_for(c.closed.wait(), 5)
+    terminated = c.terminated
+    assert terminated is not None
+    assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+
+
 async def test_idle_connections_get_goaway_after_the_idle_timeout(
     bare: tuple[int, ssl.SSLContext, Http2Listener],
 ) -> None:
@@ -771,11 +779,7 @@ async def test_idle_connections_get_goaway_after_the_idle_timeout(
         assert bytes(slow.data) == b"done"
         assert c.terminated is None
         # ...then, idle, it is closed with GOAWAY NO_ERROR.
-        await asyncio.wait_for(c.closed.wait(), 5)
-        # Read again through getattr: mypy keeps the narrowing to None across the await.
-        terminated: h2.events.ConnectionTerminated | None = getattr(c, "terminated")  # noqa: B009
-        assert terminated is not None
-        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        await goes_away_cleanly(c)
     finally:
         await c.close()
 
@@ -798,12 +802,9 @@ async def test_the_idle_timeout_counts_from_the_last_stream_only(
             await asyncio.sleep(0.15)
             assert c.terminated is None
             assert not c.closed.is_set()
-        await asyncio.wait_for(c.closed.wait(), 5)
+        await goes_away_cleanly(c)
         # The timeout counts from the last answer (the hub ended that stream just before).
         assert loop.time() - answered >= 0.25
-        terminated: h2.events.ConnectionTerminated | None = getattr(c, "terminated")  # noqa: B009
-        assert terminated is not None
-        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
     finally:
         await c.close()
 
@@ -819,10 +820,7 @@ async def test_a_connection_sending_only_malformed_requests_still_idles_out(
         for _ in range(3):
             stream = await c.get("/ping", headers=[("Upper-Case", "x")])
             assert stream.reset == h2.errors.ErrorCodes.PROTOCOL_ERROR
-        await asyncio.wait_for(c.closed.wait(), 5)
-        terminated: h2.events.ConnectionTerminated | None = getattr(c, "terminated")  # noqa: B009
-        assert terminated is not None
-        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        await goes_away_cleanly(c)
     finally:
         await c.close()
 
