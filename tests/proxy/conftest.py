@@ -180,7 +180,14 @@ class ProxyWorld:
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+        finally:
+            # A timeout or a cancelled test must not leave kubectl running with open pipes
+            # (their transport would be collected after this test's loop is closed).
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
         assert process.returncode is not None
         return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
