@@ -280,10 +280,12 @@ class LeaderElector:
             deadline = loop.time() + self.config.renew_deadline
             renewed = False
             while loop.time() < deadline:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result
+                # and swallows a cancellation that arrives as the attempt completes, and this
+                # loop would then renew on forever under a caller that asked it to stop.
                 try:
-                    renewed = await asyncio.wait_for(
-                        self.try_acquire_or_renew(), max(0.01, deadline - loop.time())
-                    )
+                    async with asyncio.timeout(max(0.01, deadline - loop.time())):
+                        renewed = await self.try_acquire_or_renew()
                 except TimeoutError:
                     renewed = False
                 if renewed:
