@@ -311,23 +311,13 @@ def _for_handler(
     return request
 
 
-def authn_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Sets ``request[REQUEST_USER_KEY]``; 401 Status for unauthenticated non-public requests."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        user = await authenticator.authenticate(request)
-        return await handler(_for_handler(authenticator, request, user))
-
-    return middleware
-
-
 def api_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """``status_middleware`` around ``authn_middleware``, as one layer.
+    """Authentication inside Status rendering, as one middleware: sets
+    ``request[REQUEST_USER_KEY]``, answers 401 for an unauthenticated non-public request, and
+    renders every error as a Status (``status.error_response``) and refuses redirects.
 
-    Each middleware is a coroutine frame and a call on every request; the hub's API server
-    always needs both, outermost the Status rendering (authentication's 401 is a Status too),
-    so one layer does what the two did, through the same functions.
+    One layer rather than two (``status_middleware`` outside an authentication middleware):
+    each middleware is a coroutine frame and a call on every request.
     """
 
     @web.middleware
