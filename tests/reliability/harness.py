@@ -285,7 +285,10 @@ class Agents:
     def events(self) -> list[dict[str, Any]]:
         if not self.events_path.exists():
             return []
-        return [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
+        text = self.events_path.read_text()
+        # Only whole lines: the helper may be half way through writing the last one.
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
     async def stats(self) -> dict[str, Any]:
         async with self.world.http.get(f"http://127.0.0.1:{self.port}/stats") as response:

@@ -65,10 +65,18 @@ async def test_all_agents_come_back_after_a_hub_restart_spread_by_jitter(tmp_pat
         await harness.eventually(all_back, within=90, every=0.25)
 
         first_up: dict[str, float] = {}
-        for group in groups:
-            for event in group.events():
-                if event["ev"] == "up" and event["t"] > killed:
-                    first_up.setdefault(event["id"], event["t"])
+
+        async def all_logged_up() -> bool:
+            # The hub counts a tunnel as soon as it has accepted it; the agent process logs
+            # "up" from a watcher polling every 10 ms, so its log may trail the hub briefly.
+            first_up.clear()
+            for group in groups:
+                for event in group.events():
+                    if event["ev"] == "up" and event["t"] > killed:
+                        first_up.setdefault(event["id"], event["t"])
+            return set(first_up) == ids
+
+        await harness.eventually(all_logged_up, within=10, every=0.1)
         assert set(first_up) == ids  # every agent came back by itself
         delays = sorted(t - killed for t in first_up.values())
         buckets = collections.Counter(int((t - killed) * 10) for t in first_up.values())
