@@ -18,11 +18,13 @@ costs more than the rest of authentication on a proxied request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -68,6 +70,8 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Parsed client certificates kept by their DER bytes (the aggregator presents one certificate
 #: on every request; parsing it each time was the largest part of authentication).
 _CERT_CACHE_SIZE = 256
+#: "No entry yet" in the per-connection certificate memo (None is a valid entry there).
+_UNSEEN = object()
 
 
 #: Exact header names (lower case) and name prefixes that carry credentials.
@@ -108,6 +112,17 @@ def user_from_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str], snapshot: TrustSnapshot
 ) -> UserInfo | None:
     """The identity a trusted front proxy asserts, or None when it names no user."""
+    return _asserted_user(headers, snapshot, authenticated=False)
+
+
+def _asserted_user(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    snapshot: TrustSnapshot,
+    *,
+    authenticated: bool,
+) -> UserInfo | None:
+    """:func:`user_from_headers`, with ``system:authenticated`` added when ``authenticated``
+    (what :func:`_with_authenticated_group` would do, without building the user twice)."""
     # Plain loops rather than generator expressions: this runs on every proxied request.
     name = ""
     for header in snapshot.username_headers:
@@ -119,6 +134,12 @@ def user_from_headers(
     groups: tuple[str, ...] = ()
     for header in snapshot.group_headers:
         groups += tuple(headers.getall(header, ()))
+    if (
+        authenticated
+        and AUTHENTICATED_GROUP not in groups
+        and "system:unauthenticated" not in groups
+    ):
+        groups += (AUTHENTICATED_GROUP,)
     uid = ""
     for header in snapshot.uid_headers:
         uid = headers.get(header, "")
@@ -126,7 +147,13 @@ def user_from_headers(
             break
     extra: dict[str, list[str]] = {}
     prefixes = snapshot.credential_headers[1]
+    initials = snapshot.extra_prefix_initials
     for header, value in headers.items():
+        # Most headers are not extras: one character decides for them without lower-casing
+        # the whole name (None: some prefix is empty, every header must be looked at). The
+        # first character of ``header.lower()`` is always that of ``header[:1].lower()``.
+        if initials is not None and header[:1].lower()[:1] not in initials:
+            continue
         lowered = header.lower()
         if not lowered.startswith(prefixes):
             continue
@@ -140,7 +167,7 @@ def user_from_headers(
         name=name,
         uid=uid,
         groups=groups,
-        extra={key: tuple(values) for key, values in extra.items()},
+        extra={key: tuple(values) for key, values in extra.items()} if extra else {},
     )
 
 
@@ -210,27 +237,45 @@ class Authenticator:
         self.trust = trust
         self.tokens = tokens
         self._certs: dict[bytes, x509.Certificate] = {}
+        #: The client certificate of each live TLS connection (None: it sent none), dropped
+        #: with the connection's SSL object.
+        self._by_connection: weakref.WeakKeyDictionary[Any, x509.Certificate | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def peer_certificate(self, request: web.BaseRequest) -> x509.Certificate | None:
-        """:func:`tls.peer_certificate`, parsed once per distinct certificate.
+        """:func:`tls.peer_certificate`, looked up once per connection and parsed once per
+        distinct certificate.
 
-        The same DER bytes always parse to the same certificate, and the trust verdicts are
-        cached per certificate object in the snapshot, so reusing the object also makes those
-        lookups cheaper; nothing about trust is cached here.
+        A connection's client certificate cannot change: the hub's TLS server refuses
+        renegotiation (``tls.server_context``), as Go's does. So the certificate is remembered
+        per connection; fetching it from OpenSSL (DER-encoding it again) and finding it by its
+        bytes cost more than the rest of a front-proxy authentication. The same DER bytes
+        always parse to the same certificate, and the trust verdicts are cached per
+        certificate object in the snapshot, so reusing the object also makes those lookups
+        cheaper; nothing about trust is cached here.
         """
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is None:
             return tls.peer_certificate(request)
+        try:
+            known = self._by_connection.get(ssl_object, _UNSEEN)
+        except TypeError:  # an SSL object without weak references: no memo
+            known = _UNSEEN
+        if known is not _UNSEEN:
+            return cast("x509.Certificate | None", known)
         der: bytes | None = ssl_object.getpeercert(binary_form=True)
-        if not der:
-            return None
-        cert = self._certs.get(der)
-        if cert is None:
-            cert = x509.load_der_x509_certificate(der)
-            if len(self._certs) >= _CERT_CACHE_SIZE:
-                self._certs.clear()
-            self._certs[der] = cert
+        cert: x509.Certificate | None = None
+        if der:
+            cert = self._certs.get(der)
+            if cert is None:
+                cert = x509.load_der_x509_certificate(der)
+                if len(self._certs) >= _CERT_CACHE_SIZE:
+                    self._certs.clear()
+                self._certs[der] = cert
+        with contextlib.suppress(TypeError):
+            self._by_connection[ssl_object] = cert
         return cert
 
     async def authenticate(self, request: web.BaseRequest) -> UserInfo | None:
@@ -240,9 +285,9 @@ class Authenticator:
         if cert is not None:
             problem = snapshot.verify_front_proxy(cert)
             if problem is None:
-                user = user_from_headers(request.headers, snapshot)
+                user = _asserted_user(request.headers, snapshot, authenticated=True)
                 if user is not None:
-                    return _with_authenticated_group(user)
+                    return user
             elif any(h in request.headers for h in snapshot.all_header_names):
                 logger.info("ignoring X-Remote-* headers from %s: %s", request.remote, problem)
             if snapshot.verify_client(cert) is None:

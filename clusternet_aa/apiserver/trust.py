@@ -76,9 +76,14 @@ class TrustSnapshot:
     group_headers: tuple[str, ...] = DEFAULT_GROUP_HEADERS
     extra_prefixes: tuple[str, ...] = DEFAULT_EXTRA_PREFIXES
     uid_headers: tuple[str, ...] = DEFAULT_UID_HEADERS
-    #: (kind, certificate) -> (wall-clock expiry, verdict); a new snapshot starts empty, so a
-    #: trust change is seen at once.
-    _verdicts: dict[tuple[str, x509.Certificate], tuple[float, str | None]] = field(
+    #: (kind, id of the certificate object) -> (that certificate, wall-clock expiry, verdict);
+    #: a new snapshot starts empty, so a trust change is seen at once. Keyed by identity, not
+    #: by the certificate's value: hashing a certificate walks its whole parsed structure (a
+    #: microsecond, several with cold caches, on every proxied request), while the
+    #: authenticator hands over the same object for the same certificate anyway. The entry
+    #: holds the certificate, so its id cannot be reused while the entry exists, and a lookup
+    #: checks that the object is the one the entry was made for.
+    _verdicts: dict[tuple[str, int], tuple[x509.Certificate, float, str | None]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -96,19 +101,29 @@ class TrustSnapshot:
         exact = frozenset({"authorization", *self.all_header_names})
         return exact, tuple(prefix.lower() for prefix in self.extra_prefixes)
 
+    @functools.cached_property
+    def extra_prefix_initials(self) -> frozenset[str] | None:
+        """The first characters (lower case) of the extra-identity header prefixes: a header
+        whose name starts otherwise is no extra. None when a prefix is empty (any header may
+        be one)."""
+        prefixes = self.credential_headers[1]
+        if any(not prefix for prefix in prefixes):
+            return None
+        return frozenset(prefix[0] for prefix in prefixes)
+
     def _cached(
         self, kind: str, cert: x509.Certificate, verify: Callable[[x509.Certificate], str | None]
     ) -> str | None:
         now = time.time()
-        key = (kind, cert)
+        key = (kind, id(cert))
         entry = self._verdicts.get(key)
-        if entry is not None and now < entry[0]:
-            return entry[1]
+        if entry is not None and entry[0] is cert and now < entry[1]:
+            return entry[2]
         verdict = verify(cert)
         expires = min(now + VERDICT_TTL, cert.not_valid_after_utc.timestamp())
         if len(self._verdicts) >= VERDICT_CACHE_SIZE:
             self._verdicts.clear()
-        self._verdicts[key] = (expires, verdict)
+        self._verdicts[key] = (cert, expires, verdict)
         return verdict
 
     def verify_front_proxy(self, cert: x509.Certificate) -> str | None:

@@ -229,3 +229,28 @@ def test_extra_header_decoding_matches_kube() -> None:
 async def test_non_bearer_authorization_is_no_credential(call: Caller, header: str) -> None:
     assert (await call("/healthz", headers={"Authorization": header})).status == 200
     assert (await call(PROXY, headers={"Authorization": header})).status == 401
+
+
+def test_extra_prefixes_with_different_initials_are_all_found() -> None:
+    # The extras scan skips a header by its first character: every prefix's must count, in
+    # either case, and an empty prefix (any header is an extra) turns the shortcut off.
+    snapshot = build_snapshot(TrustFlags(extra_prefixes=("X-Remote-Extra-", "Acme-")), None)
+    assert snapshot.extra_prefix_initials == frozenset({"x", "a"})
+    headers = CIMultiDict(
+        [
+            ("X-Remote-User", "bob"),
+            ("acme-Team", "t1"),
+            ("ACME-Zone", "z1"),
+            ("Accept", "application/json"),
+            ("X-REMOTE-EXTRA-Scopes", "s"),
+            ("Other-Team", "not an extra"),
+        ]
+    )
+    user = user_from_headers(headers, snapshot)
+    assert user is not None
+    assert user.extra == {"team": ("t1",), "zone": ("z1",), "scopes": ("s",)}
+    everything = build_snapshot(TrustFlags(extra_prefixes=("",)), None)
+    assert everything.extra_prefix_initials is None
+    user = user_from_headers(CIMultiDict([("X-Remote-User", "bob"), ("Team", "t")]), everything)
+    assert user is not None
+    assert user.extra == {"x-remote-user": ("bob",), "team": ("t",)}
