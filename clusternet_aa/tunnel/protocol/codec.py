@@ -7,7 +7,7 @@ peer becomes a :class:`RemoteProtocolError` and never a ``TypeError`` deep in th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -38,6 +38,33 @@ def encode_end(stream_id: int) -> bytes:
     if stream_id < 0x80:
         return b"\x92\x05" + _FIXINT[stream_id]
     return b"\x92\x05" + _pack(stream_id)
+
+
+def encode_open(stream_id: int, target: frames.Target, metadata: Mapping[str, Any] | None) -> bytes:
+    """An OPEN frame, equal to ``encode(frames.Open(stream_id, target, dict(metadata or {})))``
+    byte for byte, without building the frame (once per proxied request)."""
+    meta = metadata if type(metadata) is dict else dict(metadata or {})
+    if type(target) is frames.HttpRequestHead:
+        head = {"method": target.method, "path": target.path, "headers": target.headers}
+        return _pack([FrameType.OPEN, stream_id, "http", head, meta])
+    return encode(frames.Open(stream_id, target, meta))
+
+
+def encode_headers(
+    stream_id: int,
+    status: int,
+    headers: frames.Headers,
+    metadata: Mapping[str, Any] | None,
+) -> bytes:
+    """A HEADERS frame, equal to ``encode(frames.ResponseHeaders(stream_id, status, headers,
+    dict(metadata or {})))`` byte for byte, without building the frame."""
+    meta = metadata if type(metadata) is dict else dict(metadata or {})
+    return _pack([FrameType.HEADERS, stream_id, status, headers, meta])
+
+
+def encode_window_update(stream_id: int, increment: int) -> bytes:
+    """Equal to ``encode(frames.WindowUpdate(stream_id, increment))``, byte for byte."""
+    return _pack([FrameType.WINDOW_UPDATE, stream_id, increment])
 
 
 def encode_data(stream_id: int, payload: bytes) -> bytes:
@@ -97,18 +124,38 @@ _UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _BIN_WIDTH = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 
 
+#: A decoded, validated frame as :class:`Connection` consumes it: a list of the frame type
+#: followed by the frame's fields in the order its class declares them, the stream id second
+#: (0 for the session frames, whose classes have none). Building the frame classes is left to
+#: :func:`decode_message`: the connection acts on these lists directly, which spares a frozen
+#: dataclass per frame on the receive path.
+WireFrame = list[Any]
+
+
 def decode_message(message: bytes, *, max_frame_size: int) -> list[frames.Frame]:
     """All frames of one websocket message, validated.
 
     ``max_frame_size`` is the DATA payload limit we announced; any other frame must fit in it
     plus :data:`FRAME_OVERHEAD` as well.
+    """
+    return [_frame_of(item) for item in decode_wire(message, max_frame_size=max_frame_size)]
+
+
+def _frame_of(item: WireFrame) -> frames.Frame:
+    cls, first = _FRAME_CLASSES[item[0]]
+    frame: frames.Frame = cls(*item[first:])
+    return frame
+
+
+def decode_wire(message: bytes, *, max_frame_size: int) -> list[WireFrame]:
+    """:func:`decode_message`, as :data:`WireFrame` lists: the same checks, the same errors.
 
     Leading DATA frames in their canonical encoding (what :func:`data_header` writes) are parsed
     by hand, copying each payload once; the first frame that is anything else, or anything
     unusual, hands the rest of the message to the general msgpack decoder, which validates it
     (and reports any fault) exactly as it would have.
     """
-    decoded: list[frames.Frame] = []
+    decoded: list[WireFrame] = []
     offset = 0
     size = len(message) if type(message) is bytes else 0
     while offset < size:
@@ -125,7 +172,7 @@ def decode_message(message: bytes, *, max_frame_size: int) -> list[frames.Frame]
 
 def _fast_data(
     message: bytes, offset: int, size: int, max_frame_size: int
-) -> tuple[frames.Data, int] | None:
+) -> tuple[WireFrame, int] | None:
     """The canonical DATA frame at ``offset`` and where it ends, or None for anything else
     (another frame type, an odd encoding, a fault) so the general decoder can judge it."""
     if size - offset < 5 or message[offset] != 0x93 or message[offset + 1] != 0x03:
@@ -153,10 +200,10 @@ def _fast_data(
     end = start + length
     if end > size or length > max_frame_size or end - offset > max_frame_size + FRAME_OVERHEAD:
         return None
-    return frames.Data(stream_id, message[start:end]), end
+    return [FrameType.DATA, stream_id, message[start:end]], end
 
 
-def _decode_general(message: bytes, max_frame_size: int) -> list[frames.Frame]:
+def _decode_general(message: bytes, max_frame_size: int) -> list[WireFrame]:
     limit = max_frame_size + FRAME_OVERHEAD
     unpacker = msgpack.Unpacker(
         raw=False,
@@ -165,15 +212,35 @@ def _decode_general(message: bytes, max_frame_size: int) -> list[frames.Frame]:
         max_buffer_size=max(len(message), 1),
     )
     unpacker.feed(message)
-    decoded: list[frames.Frame] = []
+    decoded: list[WireFrame] = []
     offset = 0
+    parsers = _PARSERS
     try:
         for item in unpacker:
             end = unpacker.tell()
             if end - offset > limit:
                 raise FrameTooLargeError(f"frame of {end - offset} bytes exceeds {limit}")
             offset = end
-            decoded.append(_from_wire(item, max_frame_size))
+            # The envelope checks, inlined: this runs for every frame that is not a canonical
+            # DATA, two or three per proxied request on each side.
+            if type(item) is not list or len(item) < 2:
+                raise RemoteProtocolError("a frame must be an array of at least two elements")
+            kind = item[0]
+            stream_id = item[1]
+            if type(kind) is not int:
+                raise RemoteProtocolError("frame type must be an integer")
+            if type(stream_id) is not int:
+                raise RemoteProtocolError("stream id must be an integer")
+            if not 0 <= stream_id <= _MAX_ID:
+                raise RemoteProtocolError(f"stream id {stream_id} out of range")
+            # A plain int key: FrameType is an IntEnum, and calling the enum costs a
+            # Python-level lookup per frame.
+            entry = parsers.get(kind)
+            if entry is None:
+                raise RemoteProtocolError(f"unknown frame type {kind}")
+            if len(item) != entry[0]:
+                raise RemoteProtocolError(f"{FrameType(kind).name} frame has {len(item)} elements")
+            decoded.append(entry[1](stream_id, item, max_frame_size))
     except RemoteProtocolError:
         raise
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
@@ -183,30 +250,6 @@ def _decode_general(message: bytes, max_frame_size: int) -> list[frames.Frame]:
     if not decoded:
         raise RemoteProtocolError("empty message")
     return decoded
-
-
-def _from_wire(item: Any, max_frame_size: int) -> frames.Frame:
-    # Checks inlined and no ``kind, sid, *rest`` unpacking: this runs for every frame that is
-    # not a canonical DATA, two or three per proxied request on each side.
-    if type(item) is not list or len(item) < 2:
-        raise RemoteProtocolError("a frame must be an array of at least two elements")
-    kind = item[0]
-    stream_id = item[1]
-    if type(kind) is not int:
-        raise RemoteProtocolError("frame type must be an integer")
-    if type(stream_id) is not int:
-        raise RemoteProtocolError("stream id must be an integer")
-    if not 0 <= stream_id <= _MAX_ID:
-        raise RemoteProtocolError(f"stream id {stream_id} out of range")
-    # A plain int key: FrameType is an IntEnum, and calling the enum costs a Python-level
-    # lookup per frame.
-    entry = _PARSERS.get(kind)
-    if entry is None:
-        raise RemoteProtocolError(f"unknown frame type {kind}")
-    arity, parse = entry
-    if len(item) != arity + 2:
-        raise RemoteProtocolError(f"{FrameType(kind).name} frame has {len(item)} elements")
-    return parse(stream_id, item, max_frame_size)
 
 
 def _int(value: Any, what: str) -> int:
@@ -251,12 +294,17 @@ def _stream_only(stream_id: int, frame_type: FrameType) -> None:
         raise RemoteProtocolError(f"{frame_type.name} must not use stream id 0")
 
 
-def _parse_hello(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+# Each parser gets the array msgpack decoded (a list of its own, already checked to have the
+# right length) and returns it as a WireFrame, converted in place where a field needs it.
+
+
+def _parse_hello(stream_id: int, item: list[Any], _: int) -> WireFrame:
     _session_only(stream_id, FrameType.HELLO)
-    return frames.Hello(_metadata(item[2]))
+    _metadata(item[2])
+    return item
 
 
-def _parse_open(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_open(stream_id: int, item: list[Any], _: int) -> WireFrame:
     if stream_id == 0:
         raise RemoteProtocolError("OPEN must not use stream id 0")
     kind, head, metadata = item[2], item[3], item[4]
@@ -264,21 +312,25 @@ def _parse_open(stream_id: int, item: list[Any], _: int) -> frames.Frame:
         raise RemoteProtocolError("OPEN target must be a map")
     target: frames.Target
     if type(kind) is str and kind == "http":
-        target = frames.HttpRequestHead(
-            _str(head.get("method"), "method"),
-            _str(head.get("path"), "path"),
-            _headers(head.get("headers", [])),
-        )
+        method = head.get("method")
+        if type(method) is not str:
+            raise RemoteProtocolError("method must be a string")
+        path = head.get("path")
+        if type(path) is not str:
+            raise RemoteProtocolError("path must be a string")
+        target = frames.HttpRequestHead(method, path, _headers(head.get("headers", [])))
     elif type(kind) is str and kind == "dial":
         target = frames.DialTarget(
             _str(head.get("network"), "network"), _str(head.get("address"), "address")
         )
     else:
         raise RemoteProtocolError(f"unknown OPEN kind {kind!r}")
-    return frames.Open(stream_id, target, _metadata(metadata))
+    if type(metadata) is not dict:
+        raise RemoteProtocolError("metadata must be a map")
+    return [FrameType.OPEN, stream_id, target, metadata]
 
 
-def _parse_headers(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_headers(stream_id: int, item: list[Any], _: int) -> WireFrame:
     if stream_id == 0:
         raise RemoteProtocolError("HEADERS must not use stream id 0")
     status = item[2]
@@ -286,71 +338,91 @@ def _parse_headers(stream_id: int, item: list[Any], _: int) -> frames.Frame:
         raise RemoteProtocolError("status must be an integer")
     if not 100 <= status <= 999:
         raise RemoteProtocolError(f"status {status} out of range")
-    metadata = item[4]
-    if type(metadata) is not dict:
+    if type(item[4]) is not dict:
         raise RemoteProtocolError("metadata must be a map")
-    return frames.ResponseHeaders(stream_id, status, _headers(item[3]), metadata)
+    item[3] = _headers(item[3])
+    return item
 
 
-def _parse_data(stream_id: int, item: list[Any], max_frame_size: int) -> frames.Frame:
+def _parse_data(stream_id: int, item: list[Any], max_frame_size: int) -> WireFrame:
     _stream_only(stream_id, FrameType.DATA)
     data = item[2]
     if type(data) is not bytes:
         raise RemoteProtocolError("DATA payload must be binary")
     if len(data) > max_frame_size:
         raise FrameTooLargeError(f"DATA of {len(data)} bytes exceeds {max_frame_size}")
-    return frames.Data(stream_id, data)
+    return item
 
 
-def _parse_window_update(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_window_update(stream_id: int, item: list[Any], _: int) -> WireFrame:
     increment = _int(item[2], "window increment")
     if not 1 <= increment <= _MAX_INCREMENT:
         raise RemoteProtocolError(f"window increment {increment} out of range")
-    return frames.WindowUpdate(stream_id, increment)
+    return item
 
 
-def _parse_end(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_end(stream_id: int, item: list[Any], _: int) -> WireFrame:
     if stream_id == 0:
         raise RemoteProtocolError("END must not use stream id 0")
-    return frames.End(stream_id)
+    return item
 
 
-def _parse_reset(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_reset(stream_id: int, item: list[Any], _: int) -> WireFrame:
     _stream_only(stream_id, FrameType.RESET)
-    return frames.Reset(stream_id, _int(item[2], "code"), _str(item[3], "reason"))
+    _int(item[2], "code")
+    _str(item[3], "reason")
+    return item
 
 
-def _parse_ping(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_ping(stream_id: int, item: list[Any], _: int) -> WireFrame:
     _session_only(stream_id, FrameType.PING)
-    return frames.Ping(_int(item[2], "opaque"))
+    _int(item[2], "opaque")
+    return item
 
 
-def _parse_pong(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_pong(stream_id: int, item: list[Any], _: int) -> WireFrame:
     _session_only(stream_id, FrameType.PONG)
-    return frames.Pong(_int(item[2], "opaque"))
+    _int(item[2], "opaque")
+    return item
 
 
-def _parse_goaway(stream_id: int, item: list[Any], _: int) -> frames.Frame:
+def _parse_goaway(stream_id: int, item: list[Any], _: int) -> WireFrame:
     _session_only(stream_id, FrameType.GOAWAY)
     last = _int(item[2], "last stream id")
     if not 0 <= last <= _MAX_ID:
         raise RemoteProtocolError("last stream id out of range")
-    return frames.GoAway(last, _int(item[3], "code"), _str(item[4], "reason"))
+    _int(item[3], "code")
+    _str(item[4], "reason")
+    return item
 
 
-_Parser = Callable[[int, list[Any], int], frames.Frame]
-#: Per frame type: the number of elements after type and stream id, and the parser (which
-#: gets the whole array, already checked to have that many).
+_Parser = Callable[[int, list[Any], int], WireFrame]
+#: Per frame type: the length of its array (type and stream id included), and the parser.
 #: Keyed by the wire integer (FrameType members are equal to and hash as their ints).
 _PARSERS: dict[int, tuple[int, _Parser]] = {
-    FrameType.HELLO: (1, _parse_hello),
-    FrameType.OPEN: (3, _parse_open),
-    FrameType.HEADERS: (3, _parse_headers),
-    FrameType.DATA: (1, _parse_data),
-    FrameType.WINDOW_UPDATE: (1, _parse_window_update),
-    FrameType.END: (0, _parse_end),
-    FrameType.RESET: (2, _parse_reset),
-    FrameType.PING: (1, _parse_ping),
-    FrameType.PONG: (1, _parse_pong),
-    FrameType.GOAWAY: (3, _parse_goaway),
+    FrameType.HELLO: (3, _parse_hello),
+    FrameType.OPEN: (5, _parse_open),
+    FrameType.HEADERS: (5, _parse_headers),
+    FrameType.DATA: (3, _parse_data),
+    FrameType.WINDOW_UPDATE: (3, _parse_window_update),
+    FrameType.END: (2, _parse_end),
+    FrameType.RESET: (4, _parse_reset),
+    FrameType.PING: (3, _parse_ping),
+    FrameType.PONG: (3, _parse_pong),
+    FrameType.GOAWAY: (5, _parse_goaway),
+}
+
+#: Per frame type: its class, and where its fields start in a WireFrame (after the stream id
+#: placeholder for session frames).
+_FRAME_CLASSES: dict[int, tuple[type[Any], int]] = {
+    FrameType.HELLO: (frames.Hello, 2),
+    FrameType.OPEN: (frames.Open, 1),
+    FrameType.HEADERS: (frames.ResponseHeaders, 1),
+    FrameType.DATA: (frames.Data, 1),
+    FrameType.WINDOW_UPDATE: (frames.WindowUpdate, 1),
+    FrameType.END: (frames.End, 1),
+    FrameType.RESET: (frames.Reset, 1),
+    FrameType.PING: (frames.Ping, 2),
+    FrameType.PONG: (frames.Pong, 2),
+    FrameType.GOAWAY: (frames.GoAway, 2),
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from clusternet_aa.tunnel.protocol import codec, events, frames
 from clusternet_aa.tunnel.protocol.errors import (
@@ -27,8 +27,9 @@ from clusternet_aa.tunnel.protocol.errors import (
     RemoteProtocolError,
     StreamClosedError,
 )
+from clusternet_aa.tunnel.protocol.frames import FrameType
 from clusternet_aa.tunnel.protocol.settings import FRAME_OVERHEAD, Settings
-from clusternet_aa.tunnel.protocol.state import StreamInput, StreamState, next_state
+from clusternet_aa.tunnel.protocol.state import StreamInput, StreamState, moves, next_state
 from clusternet_aa.tunnel.protocol.windows import ReceiveWindow, SendCredit
 
 
@@ -64,6 +65,35 @@ _RECEIVING_STATES = frozenset(
 )
 
 
+#: Frame types as plain ints, to compare with a decoded frame's first element.
+_OPEN = int(FrameType.OPEN)
+_HEADERS = int(FrameType.HEADERS)
+_DATA = int(FrameType.DATA)
+_END = int(FrameType.END)
+
+#: The moves of the hot inputs, ``(responder's, opener's)``: the per-frame transitions index
+#: these by ``stream.opener`` instead of calling :func:`next_state` with a key tuple. A miss
+#: goes to :func:`_refuse`, which raises what :func:`next_state` raises.
+_SEND_OPEN = moves(StreamInput.SEND_OPEN)
+_SEND_HEADERS = moves(StreamInput.SEND_HEADERS)
+_SEND_DATA = moves(StreamInput.SEND_DATA)
+_SEND_END = moves(StreamInput.SEND_END)
+_RECV_OPEN = moves(StreamInput.RECV_OPEN)
+_RECV_HEADERS = moves(StreamInput.RECV_HEADERS)
+_RECV_DATA = moves(StreamInput.RECV_DATA)
+_RECV_END = moves(StreamInput.RECV_END)
+
+#: Every control frame this short fits in any frame limit (``max_frame_size`` is at least
+#: 1 KiB on both sides), so the size check is skipped for it.
+_ALWAYS_FITS = 1024 + FRAME_OVERHEAD
+
+#: Module-level aliases: one global load instead of a global and an enum attribute load.
+_OPEN_STATE = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
+_IDLE = StreamState.IDLE
+_STREAM_CLOSED = StreamState.CLOSED
+
+
 class _Stream:
     """Per-stream bookkeeping; the outbound buffer is a queue of byte chunks."""
 
@@ -81,7 +111,7 @@ class _Stream:
     def __init__(self, stream_id: int, *, opener: bool, send: int, receive: int) -> None:
         self.id = stream_id
         self.opener = opener
-        self.state = StreamState.IDLE
+        self.state = _IDLE
         self.send_credit = SendCredit(send)
         self.receive_window = ReceiveWindow(receive)
         # Made on the first write: most streams in a hub (watches, GETs) never send a body.
@@ -91,6 +121,12 @@ class _Stream:
 
     def advance(self, event: StreamInput) -> None:
         self.state = next_state(self.state, event, opener=self.opener, stream_id=self.id)
+
+
+def _refuse(stream: _Stream, event: StreamInput) -> NoReturn:
+    """Raise what :func:`next_state` raises for a move the table does not have."""
+    next_state(stream.state, event, opener=stream.opener, stream_id=stream.id)
+    raise AssertionError(f"{event} in {stream.state} is legal")  # pragma: no cover
 
 
 class Connection:
@@ -129,7 +165,7 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self.state is ConnectionState.CLOSED
+        return self.state is _CLOSED
 
     @property
     def open_streams(self) -> int:
@@ -145,7 +181,7 @@ class Connection:
     def has_output(self) -> bool:
         """True when :meth:`data_to_send` may have something: control frames are queued or a
         stream has data and credit. A driver need not wake its writer otherwise."""
-        return bool(self._control) or bool(self._ready)
+        return bool(self._control or self._ready)
 
     @property
     def is_drained(self) -> bool:
@@ -178,21 +214,23 @@ class Connection:
 
     def open_stream(self, target: frames.Target, metadata: Mapping[str, Any] | None = None) -> int:
         """Start a stream towards the peer and return its id."""
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not _OPEN_STATE:
             raise ConnectionClosedError(f"session is {self.state.value}: no new streams")
-        peer_limit = self.peer_settings.max_concurrent_streams if self.peer_settings else None
-        if peer_limit is not None and self._count_streams(local=True) >= peer_limit:
+        peer = self.peer_settings
+        if peer is not None and self._stream_counts[1] >= peer.max_concurrent_streams:
             raise LocalProtocolError(
-                f"the peer accepts at most {peer_limit} concurrent streams",
+                f"the peer accepts at most {peer.max_concurrent_streams} concurrent streams",
                 ErrorCode.REFUSED_STREAM,
             )
         stream_id = self._next_stream_id
-        frame = frames.Open(stream_id, target, dict(metadata or {}))
-        encoded = self._encode_control(frame)
+        encoded = codec.encode_open(stream_id, target, metadata)
+        if len(encoded) > _ALWAYS_FITS:
+            self._check_control_size(encoded)
         self._next_stream_id += 2
         stream = self._new_stream(stream_id, opener=True)
-        stream.advance(StreamInput.SEND_OPEN)
-        self._queue_encoded(encoded)
+        stream.state = _SEND_OPEN[1][_IDLE]
+        self._control.append(encoded)
+        self._control_size += len(encoded)
         return stream_id
 
     def send_headers(
@@ -204,17 +242,24 @@ class Connection:
     ) -> None:
         """Send the response head of a stream the peer opened."""
         stream = self._live(stream_id)
-        encoded = self._encode_control(
-            frames.ResponseHeaders(stream_id, status, headers, dict(metadata or {}))
-        )
-        stream.advance(StreamInput.SEND_HEADERS)
-        self._queue_encoded(encoded)
+        encoded = codec.encode_headers(stream_id, status, headers, metadata)
+        if len(encoded) > _ALWAYS_FITS:
+            self._check_control_size(encoded)
+        state = _SEND_HEADERS[stream.opener].get(stream.state)
+        if state is None:
+            _refuse(stream, StreamInput.SEND_HEADERS)
+        stream.state = state
+        self._control.append(encoded)
+        self._control_size += len(encoded)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Queue bytes on a stream. They leave as credit allows; the driver applies
         backpressure to the writer by watching :meth:`outbound_buffered`."""
         stream = self._live(stream_id)
-        stream.advance(StreamInput.SEND_DATA)
+        state = _SEND_DATA[stream.opener].get(stream.state)
+        if state is None:
+            _refuse(stream, StreamInput.SEND_DATA)
+        stream.state = state
         if not data:
             return
         if stream.outbound is None:
@@ -226,12 +271,18 @@ class Connection:
     def end_stream(self, stream_id: int) -> None:
         """Half-close: END follows the stream's queued data."""
         stream = self._live(stream_id)
-        stream.advance(StreamInput.SEND_END)
+        state = _SEND_END[stream.opener].get(stream.state)
+        if state is None:
+            _refuse(stream, StreamInput.SEND_END)
+        stream.state = state
         if stream.outbound_size:
             stream.end_pending = True
         else:
-            self._queue_encoded(codec.encode_end(stream_id))
-            self._forget_if_done(stream)
+            encoded = codec.encode_end(stream_id)
+            self._control.append(encoded)
+            self._control_size += len(encoded)
+            if state is _STREAM_CLOSED:
+                self._forget(stream)
 
     def reset_stream(
         self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
@@ -251,7 +302,7 @@ class Connection:
             return
         increment = stream.receive_window.consumed(size)
         if increment:
-            self._queue(frames.WindowUpdate(stream_id, increment))
+            self._queue_encoded(codec.encode_window_update(stream_id, increment))
 
     def close(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> list[events.Event]:
         """Send GOAWAY. NO_ERROR drains (streams in flight finish); any other code ends the
@@ -278,25 +329,32 @@ class Connection:
 
         A new bytearray that the caller owns: a websocket client must mask what it sends, and
         can do so in place instead of copying the message once more."""
-        limit = (self.peer_settings or self.local_settings).max_message_size
-        if max_bytes is not None:
-            limit = min(limit, max_bytes)
-        chunks: list[bytes | memoryview] = []
-        size = 0
         control = self._control
-        while control and (not size or size + len(control[0]) <= limit):
-            frame = control.popleft()
-            self._control_size -= len(frame)
-            chunks.append(frame)
-            size += len(frame)
+        if not control and not self._ready:
+            return bytearray()
+        peer = self.peer_settings
+        limit = (peer or self.local_settings).max_message_size
+        if max_bytes is not None and max_bytes < limit:
+            limit = max_bytes
+        chunks: list[bytes | memoryview]
+        if self._control_size <= limit:
+            # The usual case: every queued control frame fits, the loop below would take all.
+            chunks = list(control)
+            size = self._control_size
+            control.clear()
+            self._control_size = 0
+        else:
+            chunks = []
+            size = 0
+            while control and (not size or size + len(control[0]) <= limit):
+                frame = control.popleft()
+                self._control_size -= len(frame)
+                chunks.append(frame)
+                size += len(frame)
         # DATA only once every control frame is out: a backlog longer than one message must not
         # let DATA overtake, say, the OPEN of its own stream.
-        if (
-            not control
-            and self.peer_settings is not None
-            and self.state is not ConnectionState.CLOSED
-        ):
-            size = self._take_data(chunks, size, limit, self.peer_settings.max_frame_size)
+        if not control and self._ready and peer is not None and self.state is not _CLOSED:
+            self._take_data(chunks, size, limit, peer.max_frame_size)
         return bytearray().join(chunks)
 
     def _take_data(
@@ -395,27 +453,56 @@ class Connection:
 
     def receive_message(self, message: bytes) -> list[events.Event]:
         """Process one binary websocket message from the peer."""
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             return []
         self._heard = True
         output: list[events.Event] = []
         try:
-            if len(message) > self.local_settings.max_message_size:
+            local = self.local_settings
+            if len(message) > local.max_message_size:
                 raise FrameTooLargeError(
-                    f"message of {len(message)} bytes exceeds "
-                    f"{self.local_settings.max_message_size}"
+                    f"message of {len(message)} bytes exceeds {local.max_message_size}"
                 )
-            decoded = codec.decode_message(
-                message, max_frame_size=self.local_settings.max_frame_size
-            )
-            for frame in decoded:
+            decoded = codec.decode_wire(message, max_frame_size=local.max_frame_size)
+            streams = self._streams
+            for item in decoded:
+                kind = item[0]
                 try:
-                    self._handle(frame, output)
+                    # HEADERS and END, two of the three to five frames of a proxied request,
+                    # are handled inline (a call each saved); see _handle for the others.
+                    if self.peer_settings is None or (kind != _END and kind != _HEADERS):
+                        self._handle(item, output)
+                    elif kind == _END:
+                        stream_id = item[1]
+                        stream = streams.get(stream_id)
+                        if stream is None:
+                            self._peer_target(stream_id, quiet=True)
+                        else:
+                            state = _RECV_END[stream.opener].get(stream.state)
+                            if state is None:
+                                _refuse(stream, StreamInput.RECV_END)
+                            stream.state = state
+                            output.append(events.StreamEnded(stream_id))
+                            if state is _STREAM_CLOSED and not stream.outbound_size:
+                                self._forget(stream)
+                    else:
+                        _, stream_id, status, headers, metadata = item
+                        stream = streams.get(stream_id)
+                        if stream is None:
+                            self._peer_target(stream_id)
+                        else:
+                            state = _RECV_HEADERS[stream.opener].get(stream.state)
+                            if state is None:
+                                _refuse(stream, StreamInput.RECV_HEADERS)
+                            stream.state = state
+                            output.append(
+                                events.ResponseReceived(stream_id, status, headers, metadata)
+                            )
                 except RemoteProtocolError as exc:
                     if not exc.stream_id:
                         raise
                     self._reset_for_fault(exc, output)
-                if self.closed:
+                if self.state is _CLOSED:
                     break
         except RemoteProtocolError as exc:
             output.extend(self._terminate(exc.code, str(exc), remote=False))
@@ -436,52 +523,56 @@ class Connection:
             return []
         return self._terminate(ErrorCode.PROTOCOL_ERROR, "text message on the tunnel", remote=False)
 
-    def _handle(self, frame: frames.Frame, output: list[events.Event]) -> None:
+    def _handle(self, item: codec.WireFrame, output: list[events.Event]) -> None:
+        """Act on one decoded frame (a :data:`codec.WireFrame`: type, then its fields)."""
+        kind = item[0]
         if self.peer_settings is None:
-            if not isinstance(frame, frames.Hello):
+            if kind != FrameType.HELLO:
                 raise RemoteProtocolError("the first frame must be HELLO")
-            self._handle_hello(frame, output)
+            self._handle_hello(item[2], output)
             return
-        match frame:
-            case frames.Data():
-                self._handle_data(frame, output)
-            case frames.WindowUpdate():
-                self._handle_window_update(frame)
-            case frames.Open():
-                self._handle_open(frame, output)
-            case frames.ResponseHeaders(stream_id, status, headers, metadata):
-                stream = self._peer_target(stream_id)
-                if stream is not None:
-                    stream.advance(StreamInput.RECV_HEADERS)
-                    output.append(events.ResponseReceived(stream_id, status, headers, metadata))
-            case frames.End(stream_id):
-                stream = self._peer_target(stream_id, quiet=True)
-                if stream is not None:
-                    stream.advance(StreamInput.RECV_END)
-                    output.append(events.StreamEnded(stream_id))
-                    self._forget_if_done(stream)
-            case frames.Reset(stream_id, code, reason):
-                stream = self._peer_target(stream_id, quiet=True)
-                if stream is not None:
-                    if stream.state is not StreamState.CLOSED:
-                        stream.advance(StreamInput.RECV_RESET)
-                    # else: both ENDs are done but ours is still queued behind data; from the
-                    # peer's side the stream is half-open, so its RESET is legal.
-                    self._drop(stream)
-                    output.append(
-                        events.StreamReset(stream_id, ErrorCode.from_wire(code), reason, True)
-                    )
-            case frames.Ping(opaque):
-                self._queue(frames.Pong(opaque))
-            case frames.Pong(opaque):
-                output.append(events.PongReceived(opaque))
-            case frames.GoAway():
-                self._handle_goaway(frame, output)
-            case frames.Hello():  # pragma: no branch - the match covers every frames.Frame
-                raise RemoteProtocolError("HELLO sent twice")
+        # Most frequent first; integer comparisons, the frames are not built as objects.
+        if kind == _DATA:
+            self._handle_data(item[1], item[2], output)
+        elif kind == _OPEN:
+            self._handle_open(item[1], item[2], item[3], output)
+        elif kind == _END:
+            stream = self._peer_target(item[1], quiet=True)
+            if stream is not None:
+                stream.advance(StreamInput.RECV_END)
+                output.append(events.StreamEnded(stream.id))
+                self._forget_if_done(stream)
+        elif kind == _HEADERS:
+            _, stream_id, status, headers, metadata = item
+            stream = self._peer_target(stream_id)
+            if stream is not None:
+                stream.advance(StreamInput.RECV_HEADERS)
+                output.append(events.ResponseReceived(stream_id, status, headers, metadata))
+        elif kind == FrameType.WINDOW_UPDATE:
+            self._handle_window_update(item[1], item[2])
+        elif kind == FrameType.RESET:
+            _, stream_id, code, reason = item
+            stream = self._peer_target(stream_id, quiet=True)
+            if stream is not None:
+                if stream.state is not StreamState.CLOSED:
+                    stream.advance(StreamInput.RECV_RESET)
+                # else: both ENDs are done but ours is still queued behind data; from the
+                # peer's side the stream is half-open, so its RESET is legal.
+                self._drop(stream)
+                output.append(
+                    events.StreamReset(stream_id, ErrorCode.from_wire(code), reason, True)
+                )
+        elif kind == FrameType.PING:
+            self._queue(frames.Pong(item[2]))
+        elif kind == FrameType.PONG:
+            output.append(events.PongReceived(item[2]))
+        elif kind == FrameType.GOAWAY:
+            self._handle_goaway(item[2], item[3], item[4], output)
+        else:  # HELLO: the decoder lets through no other type
+            raise RemoteProtocolError("HELLO sent twice")
 
-    def _handle_hello(self, frame: frames.Hello, output: list[events.Event]) -> None:
-        peer = Settings.from_wire(frame.settings)
+    def _handle_hello(self, fields: dict[str, Any], output: list[events.Event]) -> None:
+        peer = Settings.from_wire(fields)
         self.peer_settings = peer
         self._session_credit.grant(peer.session_window)
         for stream in self._streams.values():
@@ -491,65 +582,77 @@ class Connection:
                 self._mark_ready(stream)
         output.append(events.HelloReceived(peer))
 
-    def _handle_open(self, frame: frames.Open, output: list[events.Event]) -> None:
-        stream_id = frame.stream_id
+    def _handle_open(
+        self,
+        stream_id: int,
+        target: frames.Target,
+        metadata: dict[str, Any],
+        output: list[events.Event],
+    ) -> None:
         if stream_id % 2 != self._peer_parity:
             raise RemoteProtocolError(f"peer opened stream {stream_id} with our parity")
         if stream_id <= self._highest_peer_stream_id:
             raise RemoteProtocolError(f"peer reused stream id {stream_id}")
         self._highest_peer_stream_id = stream_id
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not _OPEN_STATE:
             self._queue(frames.Reset(stream_id, ErrorCode.REFUSED_STREAM, "session is draining"))
             return
-        if self._count_streams(local=False) >= self.local_settings.max_concurrent_streams:
+        if self._stream_counts[0] >= self.local_settings.max_concurrent_streams:
             self._queue(frames.Reset(stream_id, ErrorCode.REFUSED_STREAM, "too many streams"))
             return
         stream = self._new_stream(stream_id, opener=False)
-        stream.advance(StreamInput.RECV_OPEN)
-        output.append(events.StreamOpened(stream_id, frame.target, frame.metadata))
+        stream.state = _RECV_OPEN[0][_IDLE]
+        output.append(events.StreamOpened(stream_id, target, metadata))
 
-    def _handle_data(self, frame: frames.Data, output: list[events.Event]) -> None:
-        size = len(frame.data)
+    def _handle_data(self, stream_id: int, data: bytes, output: list[events.Event]) -> None:
+        size = len(data)
         # Session credit measures bytes in flight on the link: it returns as soon as the bytes
         # arrive. What a consumer has not read yet is bounded by its stream window instead, so
         # one stalled reader holds at most one stream window and never blocks the others.
-        self._session_window.receive(size)
-        increment = self._session_window.consumed(size)
+        session = self._session_window
+        session.receive(size)
+        increment = session.consumed(size)
         if increment:
-            self._queue(frames.WindowUpdate(0, increment))
-        stream = self._peer_target(frame.stream_id)
+            self._queue_encoded(codec.encode_window_update(0, increment))
+        stream = self._streams.get(stream_id)
         if stream is None:
+            self._peer_target(stream_id)
             return
-        stream.advance(StreamInput.RECV_DATA)
-        stream.receive_window.receive(size, stream_id=stream.id)
-        output.append(events.DataReceived(stream.id, frame.data))
+        state = _RECV_DATA[stream.opener].get(stream.state)
+        if state is None:
+            _refuse(stream, StreamInput.RECV_DATA)
+        stream.state = state
+        stream.receive_window.receive(size, stream_id=stream_id)
+        output.append(events.DataReceived(stream_id, data))
 
-    def _handle_window_update(self, frame: frames.WindowUpdate) -> None:
-        if frame.stream_id == 0:
-            self._session_credit.grant(frame.increment)
+    def _handle_window_update(self, stream_id: int, increment: int) -> None:
+        if stream_id == 0:
+            self._session_credit.grant(increment)
             return
-        stream = self._peer_target(frame.stream_id, quiet=True)
+        stream = self._peer_target(stream_id, quiet=True)
         if stream is None:
             return
-        stream.send_credit.grant(frame.increment, stream_id=stream.id)
+        stream.send_credit.grant(increment, stream_id=stream.id)
         if stream.outbound_size:
             self._mark_ready(stream)
 
-    def _handle_goaway(self, frame: frames.GoAway, output: list[events.Event]) -> None:
-        code = ErrorCode.from_wire(frame.code)
+    def _handle_goaway(
+        self, last_stream_id: int, wire_code: int, reason: str, output: list[events.Event]
+    ) -> None:
+        code = ErrorCode.from_wire(wire_code)
         if self.state is ConnectionState.OPEN:
             self.state = ConnectionState.DRAINING
         for stream in list(self._streams.values()):
-            if stream.opener and stream.id > frame.last_stream_id:
+            if stream.opener and stream.id > last_stream_id:
                 self._drop(stream)
                 output.append(
                     events.StreamReset(
                         stream.id, ErrorCode.REFUSED_STREAM, "refused by GOAWAY", True
                     )
                 )
-        output.append(events.GoAwayReceived(frame.last_stream_id, code, frame.reason))
+        output.append(events.GoAwayReceived(last_stream_id, code, reason))
         if code is not ErrorCode.NO_ERROR:
-            output.extend(self._terminate(code, frame.reason, remote=True))
+            output.extend(self._terminate(code, reason, remote=True))
 
     # ------------------------------------------------------------------ helpers
 
@@ -610,7 +713,7 @@ class Connection:
         return stream
 
     def _live(self, stream_id: int) -> _Stream:
-        if self.state is ConnectionState.CLOSED:
+        if self.state is _CLOSED:
             raise ConnectionClosedError("session is closed")
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -638,13 +741,16 @@ class Connection:
             self._ready.remove(stream.id)
 
     def _forget_if_done(self, stream: _Stream) -> None:
-        if stream.state is StreamState.CLOSED and not stream.outbound_size:
-            del self._streams[stream.id]
-            self._stream_counts[stream.opener] -= 1
-            self._closed_ids.append(stream.id)
+        if stream.state is _STREAM_CLOSED and not stream.outbound_size:
+            self._forget(stream)
 
-    def _encode_control(self, frame: frames.Frame) -> bytes:
-        encoded = codec.encode(frame)
+    def _forget(self, stream: _Stream) -> None:
+        """Forget a stream that finished cleanly (closed, nothing left to send)."""
+        del self._streams[stream.id]
+        self._stream_counts[stream.opener] -= 1
+        self._closed_ids.append(stream.id)
+
+    def _check_control_size(self, encoded: bytes) -> None:
         limit = min(
             self.local_settings.max_frame_size,
             self.peer_settings.max_frame_size if self.peer_settings else 2**31,
@@ -654,7 +760,6 @@ class Connection:
                 f"frame of {len(encoded)} bytes exceeds the limit of {limit + FRAME_OVERHEAD}",
                 ErrorCode.FRAME_SIZE_ERROR,
             )
-        return encoded
 
     def _queue(self, frame: frames.Frame) -> None:
         self._queue_encoded(codec.encode(frame))

@@ -146,3 +146,16 @@ def next_state(
     if state in (S.HALF_CLOSED_REMOTE, S.HALF_CLOSED_REMOTE_AWAITING_HEAD):
         code = ErrorCode.STREAM_CLOSED
     raise RemoteProtocolError(message, code, stream_id=stream_id)
+
+
+Moves = dict[StreamState, StreamState]
+
+
+def moves(event: StreamInput) -> tuple[Moves, Moves]:
+    """The table's entries for one input as ``(responder's, opener's)`` state -> next state, so
+    a hot path indexes by ``is_opener`` and looks the state up without building a key tuple.
+    A missing entry is an illegal move: :func:`next_state` raises the error it deserves."""
+    return (
+        {s: n for (role, s, inp), n in TRANSITIONS.items() if inp is event and not role},
+        {s: n for (role, s, inp), n in TRANSITIONS.items() if inp is event and role},
+    )
