@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
-from clusternet_aa.apiserver import discovery, tls, version
+from clusternet_aa.apiserver import discovery, router, tls, version
 from clusternet_aa.apiserver.authn import Authenticator, TokenReviewer, api_middleware
 from clusternet_aa.apiserver.authz import SubjectAccessReviewer
 from clusternet_aa.apiserver.clusters import ClusterDirectory
@@ -174,7 +174,9 @@ def add_socket_routes(app: web.Application, hub: Hub) -> None:
 
 def build_app(hub: Hub, *, extra_routes: ExtraRoutes | None = None) -> web.Application:
     """The Application: middlewares, the API server's own routes, the socket routes, 404."""
-    app = web.Application(
+    # Nearly every request is proxied, below SOCKETS_PATH: route those without aiohttp's walk.
+    app = router.application(
+        SOCKETS_PATH,
         middlewares=[api_middleware(hub.authenticator)],
         handler_args={"max_field_size": 64 * 1024},
     )
