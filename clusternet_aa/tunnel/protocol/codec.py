@@ -85,6 +85,7 @@ def data_header(stream_id: int, size: int) -> bytes:
 
 
 _FIXINT = [bytes((i,)) for i in range(0x80)]
+_END = int(FrameType.END)
 
 
 def _to_wire(frame: frames.Frame) -> list[Any]:
@@ -158,6 +159,8 @@ def decode_wire(message: bytes, *, max_frame_size: int) -> list[WireFrame]:
     decoded: list[WireFrame] = []
     offset = 0
     size = len(message) if type(message) is bytes else 0
+    if size and message[0] != 0x93:  # not a DATA frame first: skip the call to _fast_data
+        return _decode_general(message, max_frame_size)
     while offset < size:
         frame = _fast_data(message, offset, size, max_frame_size)
         if frame is None:
@@ -205,18 +208,19 @@ def _fast_data(
 
 def _decode_general(message: bytes, max_frame_size: int) -> list[WireFrame]:
     limit = max_frame_size + FRAME_OVERHEAD
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        use_list=True,
-        strict_map_key=True,
-        max_buffer_size=max(len(message), 1),
-    )
+    # msgpack's defaults are the strict decoding the tunnel needs: raw=False (strings must be
+    # UTF-8), use_list=True, strict_map_key=True (map keys must be strings). Passing them as
+    # keywords would cost a third of the Unpacker's construction, once per message; the tests
+    # of bad input pin each of them down.
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(message), 1))
     unpacker.feed(message)
     decoded: list[WireFrame] = []
     offset = 0
     parsers = _PARSERS
     try:
         for item in unpacker:
+            # The position after each whole frame: msgpack's position also counts the bytes of
+            # a frame cut short at the end, so it cannot be read once after the loop instead.
             end = unpacker.tell()
             if end - offset > limit:
                 raise FrameTooLargeError(f"frame of {end - offset} bytes exceeds {limit}")
@@ -235,6 +239,9 @@ def _decode_general(message: bytes, max_frame_size: int) -> list[WireFrame]:
                 raise RemoteProtocolError(f"stream id {stream_id} out of range")
             # A plain int key: FrameType is an IntEnum, and calling the enum costs a
             # Python-level lookup per frame.
+            if kind == _END and len(item) == 2 and stream_id:
+                decoded.append(item)  # a valid END, accepted without a call to _parse_end
+                continue
             entry = parsers.get(kind)
             if entry is None:
                 raise RemoteProtocolError(f"unknown frame type {kind}")

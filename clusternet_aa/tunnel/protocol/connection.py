@@ -241,7 +241,9 @@ class Connection:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Send the response head of a stream the peer opened."""
-        stream = self._live(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None or self.state is _CLOSED:
+            stream = self._live(stream_id)  # raises the error that fits
         encoded = codec.encode_headers(stream_id, status, headers, metadata)
         if len(encoded) > _ALWAYS_FITS:
             self._check_control_size(encoded)
@@ -255,7 +257,9 @@ class Connection:
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Queue bytes on a stream. They leave as credit allows; the driver applies
         backpressure to the writer by watching :meth:`outbound_buffered`."""
-        stream = self._live(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None or self.state is _CLOSED:
+            stream = self._live(stream_id)  # raises the error that fits
         state = _SEND_DATA[stream.opener].get(stream.state)
         if state is None:
             _refuse(stream, StreamInput.SEND_DATA)
@@ -266,11 +270,15 @@ class Connection:
             stream.outbound = deque()
         stream.outbound.append(bytes(data))
         stream.outbound_size += len(data)
-        self._mark_ready(stream)
+        if stream_id not in self._in_ready and stream.send_credit.available > 0:  # _mark_ready
+            self._in_ready.add(stream_id)
+            self._ready.append(stream_id)
 
     def end_stream(self, stream_id: int) -> None:
         """Half-close: END follows the stream's queued data."""
-        stream = self._live(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None or self.state is _CLOSED:
+            stream = self._live(stream_id)  # raises the error that fits
         state = _SEND_END[stream.opener].get(stream.state)
         if state is None:
             _refuse(stream, StreamInput.SEND_END)
@@ -368,17 +376,24 @@ class Connection:
                 break
             stream = self._streams[ready.popleft()]
             self._in_ready.discard(stream.id)
-            n = min(stream.outbound_size, stream.send_credit.available, session.available)
-            n = min(n, max_frame, room)
-            payload = self._pop_outbound(stream, n)
-            stream.send_credit.consume(n)
-            session.consume(n)
+            credit = stream.send_credit
+            n = min(stream.outbound_size, credit.available, session.available, max_frame, room)
+            out = stream.outbound
+            assert out is not None  # only streams with queued bytes are ready
+            if len(out[0]) == n:  # the usual case: a whole chunk (see _pop_outbound)
+                payload = out.popleft()
+                stream.outbound_size -= n
+            else:
+                payload = self._pop_outbound(stream, n)
+            # What SendCredit.consume does, without its check: n is at most either credit.
+            credit.available -= n
+            session.available -= n
             header = codec.data_header(stream.id, n)
             chunks.append(header)
             chunks.append(payload)  # joined into the message: the payload's only copy
             size += len(header) + n
             if stream.outbound_size:
-                if stream.send_credit.available:
+                if credit.available:
                     self._mark_ready(stream)
             elif stream.end_pending:
                 stream.end_pending = False
@@ -468,9 +483,15 @@ class Connection:
             for item in decoded:
                 kind = item[0]
                 try:
-                    # HEADERS and END, two of the three to five frames of a proxied request,
-                    # are handled inline (a call each saved); see _handle for the others.
-                    if self.peer_settings is None or (kind != _END and kind != _HEADERS):
+                    # The frames of a proxied request are dispatched (END and HEADERS handled)
+                    # here, a call each saved; _handle does the same for every frame.
+                    if self.peer_settings is None:
+                        self._handle(item, output)
+                    elif kind == _DATA:
+                        self._handle_data(item[1], item[2], output)
+                    elif kind == _OPEN:
+                        self._handle_open(item[1], item[2], item[3], output)
+                    elif kind != _END and kind != _HEADERS:
                         self._handle(item, output)
                     elif kind == _END:
                         stream_id = item[1]

@@ -9,6 +9,14 @@ from clusternet_aa.tunnel.protocol.errors import ErrorCode
 from clusternet_aa.tunnel.protocol.frames import Headers, Target
 from clusternet_aa.tunnel.protocol.settings import Settings
 
+# The events made for every proxied request (StreamOpened, ResponseReceived, DataReceived,
+# StreamEnded) define their own ``__init__``: a frozen dataclass's generated one stores each
+# field with ``object.__setattr__``, about twice the cost of writing the instance dict. Fields,
+# defaults, equality, hashing, repr, ``__match_args__`` and immutability are the dataclass's.
+
+#: Stands for "no metadata given", so each event still gets a fresh dict of its own.
+_NO_METADATA: dict[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class HelloReceived:
@@ -25,6 +33,14 @@ class StreamOpened:
     target: Target
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __init__(
+        self, stream_id: int, target: Target, metadata: dict[str, Any] = _NO_METADATA
+    ) -> None:
+        fields = self.__dict__
+        fields["stream_id"] = stream_id
+        fields["target"] = target
+        fields["metadata"] = {} if metadata is _NO_METADATA else metadata
+
 
 @dataclass(frozen=True)
 class ResponseReceived:
@@ -32,6 +48,19 @@ class ResponseReceived:
     status: int
     headers: Headers
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        stream_id: int,
+        status: int,
+        headers: Headers,
+        metadata: dict[str, Any] = _NO_METADATA,
+    ) -> None:
+        fields = self.__dict__
+        fields["stream_id"] = stream_id
+        fields["status"] = status
+        fields["headers"] = headers
+        fields["metadata"] = {} if metadata is _NO_METADATA else metadata
 
 
 @dataclass(frozen=True)
@@ -41,12 +70,20 @@ class DataReceived:
     stream_id: int
     data: bytes
 
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        fields = self.__dict__
+        fields["stream_id"] = stream_id
+        fields["data"] = data
+
 
 @dataclass(frozen=True)
 class StreamEnded:
     """The peer finished its half of the stream."""
 
     stream_id: int
+
+    def __init__(self, stream_id: int) -> None:
+        self.__dict__["stream_id"] = stream_id
 
 
 @dataclass(frozen=True)
