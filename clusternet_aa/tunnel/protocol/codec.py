@@ -206,53 +206,96 @@ def _fast_data(
     return [FrameType.DATA, stream_id, message[start:end]], end
 
 
+#: Messages up to this size are decoded with a reused Unpacker (see :func:`_decode_general`).
+_REUSE_LIMIT = 64 * 1024
+#: Unpackers ready for reuse. Taking one with ``pop`` and returning it with ``append`` (both
+#: atomic) keeps each in the hands of one decoder at a time, whatever the threads.
+_SPARE_UNPACKERS: list[msgpack.Unpacker] = []
+
+
 def _decode_general(message: bytes, max_frame_size: int) -> list[WireFrame]:
-    limit = max_frame_size + FRAME_OVERHEAD
+    """Decode with msgpack's streaming Unpacker, which tells where each frame ends.
+
+    Making an Unpacker costs more than decoding a small message with it: the object embeds its
+    parse stack (tens of KiB, zeroed at allocation), about 45,000 instructions and as many
+    bytes of cache per message. So a small message is decoded with a reused one, which is left
+    clean by a successful decode (every byte consumed). Only success is taken from it: on any
+    fault it is dropped and :func:`_decode_reference`, with an Unpacker sized to the message as
+    before, decodes the message again and raises exactly what it always raised. (Its limits on
+    string, array and map lengths are the message's own size, so they can only refuse what the
+    reused one, which runs out of bytes instead, refuses too.)
+    """
+    if len(message) <= _REUSE_LIMIT:
+        try:
+            unpacker = _SPARE_UNPACKERS.pop()
+        except IndexError:
+            unpacker = msgpack.Unpacker(max_buffer_size=_REUSE_LIMIT, read_size=4096)
+        try:
+            base = unpacker.tell()
+            unpacker.feed(message)
+            decoded = _decode_items(unpacker, base, len(message), max_frame_size)
+        except Exception:  # noqa: BLE001 - any fault: the reference decoder reports it
+            pass
+        else:
+            _SPARE_UNPACKERS.append(unpacker)
+            return decoded
+    return _decode_reference(message, max_frame_size)
+
+
+def _decode_reference(message: bytes, max_frame_size: int) -> list[WireFrame]:
     # msgpack's defaults are the strict decoding the tunnel needs: raw=False (strings must be
-    # UTF-8), use_list=True, strict_map_key=True (map keys must be strings). Passing them as
-    # keywords would cost a third of the Unpacker's construction, once per message; the tests
-    # of bad input pin each of them down.
+    # UTF-8), use_list=True, strict_map_key=True (map keys must be strings). The reused
+    # Unpacker relies on them too; the tests of bad input pin each of them down.
     unpacker = msgpack.Unpacker(max_buffer_size=max(len(message), 1))
     unpacker.feed(message)
-    decoded: list[WireFrame] = []
-    offset = 0
-    parsers = _PARSERS
     try:
-        for item in unpacker:
-            # The position after each whole frame: msgpack's position also counts the bytes of
-            # a frame cut short at the end, so it cannot be read once after the loop instead.
-            end = unpacker.tell()
-            if end - offset > limit:
-                raise FrameTooLargeError(f"frame of {end - offset} bytes exceeds {limit}")
-            offset = end
-            # The envelope checks, inlined: this runs for every frame that is not a canonical
-            # DATA, two or three per proxied request on each side.
-            if type(item) is not list or len(item) < 2:
-                raise RemoteProtocolError("a frame must be an array of at least two elements")
-            kind = item[0]
-            stream_id = item[1]
-            if type(kind) is not int:
-                raise RemoteProtocolError("frame type must be an integer")
-            if type(stream_id) is not int:
-                raise RemoteProtocolError("stream id must be an integer")
-            if not 0 <= stream_id <= _MAX_ID:
-                raise RemoteProtocolError(f"stream id {stream_id} out of range")
-            # A plain int key: FrameType is an IntEnum, and calling the enum costs a
-            # Python-level lookup per frame.
-            if kind == _END and len(item) == 2 and stream_id:
-                decoded.append(item)  # a valid END, accepted without a call to _parse_end
-                continue
-            entry = parsers.get(kind)
-            if entry is None:
-                raise RemoteProtocolError(f"unknown frame type {kind}")
-            if len(item) != entry[0]:
-                raise RemoteProtocolError(f"{FrameType(kind).name} frame has {len(item)} elements")
-            decoded.append(entry[1](stream_id, item, max_frame_size))
+        return _decode_items(unpacker, 0, len(message), max_frame_size)
     except RemoteProtocolError:
         raise
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"malformed msgpack: {type(exc).__name__} {exc}") from None
-    if offset != len(message):
+
+
+def _decode_items(
+    unpacker: msgpack.Unpacker, base: int, size: int, max_frame_size: int
+) -> list[WireFrame]:
+    """The frames of the ``size`` bytes just fed to ``unpacker``, whose position was ``base``.
+    msgpack's faults propagate as msgpack raised them."""
+    limit = max_frame_size + FRAME_OVERHEAD
+    decoded: list[WireFrame] = []
+    offset = base
+    parsers = _PARSERS
+    for item in unpacker:
+        # The position after each whole frame: msgpack's position also counts the bytes of a
+        # frame cut short at the end, so it cannot be read once after the loop instead.
+        end = unpacker.tell()
+        if end - offset > limit:
+            raise FrameTooLargeError(f"frame of {end - offset} bytes exceeds {limit}")
+        offset = end
+        # The envelope checks, inlined: this runs for every frame that is not a canonical
+        # DATA, two or three per proxied request on each side.
+        if type(item) is not list or len(item) < 2:
+            raise RemoteProtocolError("a frame must be an array of at least two elements")
+        kind = item[0]
+        stream_id = item[1]
+        if type(kind) is not int:
+            raise RemoteProtocolError("frame type must be an integer")
+        if type(stream_id) is not int:
+            raise RemoteProtocolError("stream id must be an integer")
+        if not 0 <= stream_id <= _MAX_ID:
+            raise RemoteProtocolError(f"stream id {stream_id} out of range")
+        if kind == _END and len(item) == 2 and stream_id:
+            decoded.append(item)  # a valid END, accepted without a call to _parse_end
+            continue
+        # A plain int key: FrameType is an IntEnum, and calling the enum costs a Python-level
+        # lookup per frame.
+        entry = parsers.get(kind)
+        if entry is None:
+            raise RemoteProtocolError(f"unknown frame type {kind}")
+        if len(item) != entry[0]:
+            raise RemoteProtocolError(f"{FrameType(kind).name} frame has {len(item)} elements")
+        decoded.append(entry[1](stream_id, item, max_frame_size))
+    if offset - base != size:
         raise RemoteProtocolError("truncated frame at the end of the message")
     if not decoded:
         raise RemoteProtocolError("empty message")
