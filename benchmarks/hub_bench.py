@@ -1516,6 +1516,8 @@ def table(report: dict[str, Any]) -> str:
         "",
         f"{m['cpu_count']} x {m['cpu_model']}, kernel {m['kernel']}, Python {m['python']}, "
         f"uvloop {m['uvloop']}, aiohttp {m['aiohttp']}, {m['openssl']}; {m['date']}",
+        f"interpreter {m.get('python_executable')}: calibration "
+        f"{m.get('python_calibration_ms')} ms (lower is a faster build; see docs/performance.md)",
     ]
     for note in report["notes"]:
         out.append(f"note: {note}")
