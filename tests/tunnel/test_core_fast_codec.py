@@ -65,7 +65,7 @@ def test_decode_wire_lists_the_fields_of_each_frame_in_order() -> None:
             frames.Ping(9),
         )
     ) + codec.encode_data(1, b"xyz")
-    assert codec.decode_wire(message, max_frame_size=1024) == [
+    assert codec.decode_wire(message, 1024) == [
         [1, 1, head, {"u": "x"}],
         [2, 1, 200, (("k", "v"),), {"m": 1}],
         [5, 1],

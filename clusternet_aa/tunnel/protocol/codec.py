@@ -139,7 +139,7 @@ def decode_message(message: bytes, *, max_frame_size: int) -> list[frames.Frame]
     ``max_frame_size`` is the DATA payload limit we announced; any other frame must fit in it
     plus :data:`FRAME_OVERHEAD` as well.
     """
-    return [_frame_of(item) for item in decode_wire(message, max_frame_size=max_frame_size)]
+    return [_frame_of(item) for item in decode_wire(message, max_frame_size)]
 
 
 def _frame_of(item: WireFrame) -> frames.Frame:
@@ -148,7 +148,7 @@ def _frame_of(item: WireFrame) -> frames.Frame:
     return frame
 
 
-def decode_wire(message: bytes, *, max_frame_size: int) -> list[WireFrame]:
+def decode_wire(message: bytes, max_frame_size: int) -> list[WireFrame]:
     """:func:`decode_message`, as :data:`WireFrame` lists: the same checks, the same errors.
 
     Leading DATA frames in their canonical encoding (what :func:`data_header` writes) are parsed

@@ -82,6 +82,9 @@ _RECV_OPEN = moves(StreamInput.RECV_OPEN)
 _RECV_HEADERS = moves(StreamInput.RECV_HEADERS)
 _RECV_DATA = moves(StreamInput.RECV_DATA)
 _RECV_END = moves(StreamInput.RECV_END)
+#: The state a stream starts in: after we send its OPEN, or after we receive the peer's.
+_OPENER_OPEN = _SEND_OPEN[True][StreamState.IDLE]
+_RESPONDER_OPEN = _RECV_OPEN[False][StreamState.IDLE]
 
 #: Every control frame this short fits in any frame limit (``max_frame_size`` is at least
 #: 1 KiB on both sides), so the size check is skipped for it.
@@ -90,7 +93,6 @@ _ALWAYS_FITS = 1024 + FRAME_OVERHEAD
 #: Module-level aliases: one global load instead of a global and an enum attribute load.
 _OPEN_STATE = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
-_IDLE = StreamState.IDLE
 _STREAM_CLOSED = StreamState.CLOSED
 
 
@@ -108,10 +110,12 @@ class _Stream:
         "state",
     )
 
-    def __init__(self, stream_id: int, *, opener: bool, send: int, receive: int) -> None:
+    def __init__(
+        self, stream_id: int, opener: bool, state: StreamState, send: int, receive: int
+    ) -> None:
         self.id = stream_id
         self.opener = opener
-        self.state = _IDLE
+        self.state = state
         self.send_credit = SendCredit(send)
         self.receive_window = ReceiveWindow(receive)
         # Made on the first write: most streams in a hub (watches, GETs) never send a body.
@@ -227,8 +231,14 @@ class Connection:
         if len(encoded) > _ALWAYS_FITS:
             self._check_control_size(encoded)
         self._next_stream_id += 2
-        stream = self._new_stream(stream_id, opener=True)
-        stream.state = _SEND_OPEN[1][_IDLE]
+        self._streams[stream_id] = _Stream(
+            stream_id,
+            True,
+            _OPENER_OPEN,
+            peer.initial_stream_window if peer is not None else 0,
+            self.local_settings.initial_stream_window,
+        )
+        self._stream_counts[1] += 1
         self._control.append(encoded)
         self._control_size += len(encoded)
         return stream_id
@@ -289,8 +299,10 @@ class Connection:
             encoded = codec.encode_end(stream_id)
             self._control.append(encoded)
             self._control_size += len(encoded)
-            if state is _STREAM_CLOSED:
-                self._forget(stream)
+            if state is _STREAM_CLOSED:  # _forget, inlined
+                del self._streams[stream_id]
+                self._stream_counts[stream.opener] -= 1
+                self._closed_ids.append(stream_id)
 
     def reset_stream(
         self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL, reason: str = ""
@@ -478,7 +490,7 @@ class Connection:
                 raise FrameTooLargeError(
                     f"message of {len(message)} bytes exceeds {local.max_message_size}"
                 )
-            decoded = codec.decode_wire(message, max_frame_size=local.max_frame_size)
+            decoded = codec.decode_wire(message, local.max_frame_size)
             streams = self._streams
             for item in decoded:
                 kind = item[0]
@@ -505,7 +517,9 @@ class Connection:
                             stream.state = state
                             output.append(events.StreamEnded(stream_id))
                             if state is _STREAM_CLOSED and not stream.outbound_size:
-                                self._forget(stream)
+                                del streams[stream_id]  # _forget, inlined
+                                self._stream_counts[stream.opener] -= 1
+                                self._closed_ids.append(stream_id)
                     else:
                         _, stream_id, status, headers, metadata = item
                         stream = streams.get(stream_id)
@@ -621,8 +635,15 @@ class Connection:
         if self._stream_counts[0] >= self.local_settings.max_concurrent_streams:
             self._queue(frames.Reset(stream_id, ErrorCode.REFUSED_STREAM, "too many streams"))
             return
-        stream = self._new_stream(stream_id, opener=False)
-        stream.state = _RECV_OPEN[0][_IDLE]
+        peer = self.peer_settings
+        self._streams[stream_id] = _Stream(
+            stream_id,
+            False,
+            _RESPONDER_OPEN,
+            peer.initial_stream_window if peer is not None else 0,
+            self.local_settings.initial_stream_window,
+        )
+        self._stream_counts[0] += 1
         output.append(events.StreamOpened(stream_id, target, metadata))
 
     def _handle_data(self, stream_id: int, data: bytes, output: list[events.Event]) -> None:
@@ -631,7 +652,9 @@ class Connection:
         # arrive. What a consumer has not read yet is bounded by its stream window instead, so
         # one stalled reader holds at most one stream window and never blocks the others.
         session = self._session_window
-        session.receive(size)
+        if size > session.remaining:
+            session.receive(size)  # raises: more than the window
+        session.remaining -= size
         increment = session.consumed(size)
         if increment:
             self._queue_encoded(codec.encode_window_update(0, increment))
@@ -643,7 +666,10 @@ class Connection:
         if state is None:
             _refuse(stream, StreamInput.RECV_DATA)
         stream.state = state
-        stream.receive_window.receive(size, stream_id=stream_id)
+        window = stream.receive_window
+        if size > window.remaining:
+            window.receive(size, stream_id=stream_id)  # raises: more than the window
+        window.remaining -= size  # ReceiveWindow.receive, inlined
         output.append(events.DataReceived(stream_id, data))
 
     def _handle_window_update(self, stream_id: int, increment: int) -> None:
@@ -720,18 +746,6 @@ class Connection:
         self.state = ConnectionState.CLOSED
         output.append(events.ConnectionTerminated(code, reason, remote))
         return output
-
-    def _new_stream(self, stream_id: int, *, opener: bool) -> _Stream:
-        peer = self.peer_settings
-        stream = _Stream(
-            stream_id,
-            opener=opener,
-            send=peer.initial_stream_window if peer else 0,
-            receive=self.local_settings.initial_stream_window,
-        )
-        self._streams[stream_id] = stream
-        self._stream_counts[opener] += 1
-        return stream
 
     def _live(self, stream_id: int) -> _Stream:
         if self.state is _CLOSED:
