@@ -284,9 +284,6 @@ def _decode_items(
             raise RemoteProtocolError("stream id must be an integer")
         if not 0 <= stream_id <= _MAX_ID:
             raise RemoteProtocolError(f"stream id {stream_id} out of range")
-        if kind == _END and len(item) == 2 and stream_id:
-            decoded.append(item)  # a valid END, accepted without a call to _parse_end
-            continue
         # A plain int key: FrameType is an IntEnum, and calling the enum costs a Python-level
         # lookup per frame.
         entry = parsers.get(kind)

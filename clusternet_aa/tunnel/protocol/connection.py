@@ -253,7 +253,7 @@ class Connection:
         """Send the response head of a stream the peer opened."""
         stream = self._streams.get(stream_id)
         if stream is None or self.state is _CLOSED:
-            stream = self._live(stream_id)  # raises the error that fits
+            self._refuse_action(stream_id)
         encoded = codec.encode_headers(stream_id, status, headers, metadata)
         if len(encoded) > _ALWAYS_FITS:
             self._check_control_size(encoded)
@@ -269,7 +269,7 @@ class Connection:
         backpressure to the writer by watching :meth:`outbound_buffered`."""
         stream = self._streams.get(stream_id)
         if stream is None or self.state is _CLOSED:
-            stream = self._live(stream_id)  # raises the error that fits
+            self._refuse_action(stream_id)
         state = _SEND_DATA[stream.opener].get(stream.state)
         if state is None:
             _refuse(stream, StreamInput.SEND_DATA)
@@ -288,7 +288,7 @@ class Connection:
         """Half-close: END follows the stream's queued data."""
         stream = self._streams.get(stream_id)
         if stream is None or self.state is _CLOSED:
-            stream = self._live(stream_id)  # raises the error that fits
+            self._refuse_action(stream_id)
         state = _SEND_END[stream.opener].get(stream.state)
         if state is None:
             _refuse(stream, StreamInput.SEND_END)
@@ -417,15 +417,13 @@ class Connection:
 
     @staticmethod
     def _pop_outbound(stream: _Stream, n: int) -> bytes | memoryview:
-        """The next ``n`` queued bytes. Partial chunks are cut as memoryviews, so no payload
-        is copied before :meth:`data_to_send` joins the message."""
+        """The next ``n`` queued bytes when they are not exactly the first chunk (that case is
+        :meth:`_take_data`'s own). Partial chunks are cut as memoryviews, so no payload is
+        copied before :meth:`data_to_send` joins the message."""
         out = stream.outbound
         assert out is not None  # only streams with queued bytes are ready
         first = out[0]
         stream.outbound_size -= n
-        if len(first) == n:
-            out.popleft()
-            return first
         if len(first) > n:
             view = first if type(first) is memoryview else memoryview(first)
             out[0] = view[n:]
@@ -495,16 +493,14 @@ class Connection:
             for item in decoded:
                 kind = item[0]
                 try:
-                    # The frames of a proxied request are dispatched (END and HEADERS handled)
-                    # here, a call each saved; _handle does the same for every frame.
+                    # Dispatch on the frame type, an int: the frames of a proxied request first,
+                    # END and HEADERS handled right here (a call each saved).
                     if self.peer_settings is None:
-                        self._handle(item, output)
+                        self._handle_first(item, output)
                     elif kind == _DATA:
                         self._handle_data(item[1], item[2], output)
                     elif kind == _OPEN:
                         self._handle_open(item[1], item[2], item[3], output)
-                    elif kind != _END and kind != _HEADERS:
-                        self._handle(item, output)
                     elif kind == _END:
                         stream_id = item[1]
                         stream = streams.get(stream_id)
@@ -520,7 +516,7 @@ class Connection:
                                 del streams[stream_id]  # _forget, inlined
                                 self._stream_counts[stream.opener] -= 1
                                 self._closed_ids.append(stream_id)
-                    else:
+                    elif kind == _HEADERS:
                         _, stream_id, status, headers, metadata = item
                         stream = streams.get(stream_id)
                         if stream is None:
@@ -533,6 +529,8 @@ class Connection:
                             output.append(
                                 events.ResponseReceived(stream_id, status, headers, metadata)
                             )
+                    else:
+                        self._handle_control(item, output)
                 except RemoteProtocolError as exc:
                     if not exc.stream_id:
                         raise
@@ -558,32 +556,16 @@ class Connection:
             return []
         return self._terminate(ErrorCode.PROTOCOL_ERROR, "text message on the tunnel", remote=False)
 
-    def _handle(self, item: codec.WireFrame, output: list[events.Event]) -> None:
-        """Act on one decoded frame (a :data:`codec.WireFrame`: type, then its fields)."""
+    def _handle_first(self, item: codec.WireFrame, output: list[events.Event]) -> None:
+        if item[0] != FrameType.HELLO:
+            raise RemoteProtocolError("the first frame must be HELLO")
+        self._handle_hello(item[2], output)
+
+    def _handle_control(self, item: codec.WireFrame, output: list[events.Event]) -> None:
+        """The frames :meth:`receive_message` does not handle itself (a
+        :data:`codec.WireFrame`: type, then the frame's fields)."""
         kind = item[0]
-        if self.peer_settings is None:
-            if kind != FrameType.HELLO:
-                raise RemoteProtocolError("the first frame must be HELLO")
-            self._handle_hello(item[2], output)
-            return
-        # Most frequent first; integer comparisons, the frames are not built as objects.
-        if kind == _DATA:
-            self._handle_data(item[1], item[2], output)
-        elif kind == _OPEN:
-            self._handle_open(item[1], item[2], item[3], output)
-        elif kind == _END:
-            stream = self._peer_target(item[1], quiet=True)
-            if stream is not None:
-                stream.advance(StreamInput.RECV_END)
-                output.append(events.StreamEnded(stream.id))
-                self._forget_if_done(stream)
-        elif kind == _HEADERS:
-            _, stream_id, status, headers, metadata = item
-            stream = self._peer_target(stream_id)
-            if stream is not None:
-                stream.advance(StreamInput.RECV_HEADERS)
-                output.append(events.ResponseReceived(stream_id, status, headers, metadata))
-        elif kind == FrameType.WINDOW_UPDATE:
+        if kind == FrameType.WINDOW_UPDATE:
             self._handle_window_update(item[1], item[2])
         elif kind == FrameType.RESET:
             _, stream_id, code, reason = item
@@ -747,13 +729,11 @@ class Connection:
         output.append(events.ConnectionTerminated(code, reason, remote))
         return output
 
-    def _live(self, stream_id: int) -> _Stream:
+    def _refuse_action(self, stream_id: int) -> NoReturn:
+        """Raise for a local action on a stream that is gone or a session that is closed."""
         if self.state is _CLOSED:
             raise ConnectionClosedError("session is closed")
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise StreamClosedError(f"stream {stream_id} is closed or unknown")
-        return stream
+        raise StreamClosedError(f"stream {stream_id} is closed or unknown")
 
     def _count_streams(self, *, local: bool) -> int:
         return self._stream_counts[local]
