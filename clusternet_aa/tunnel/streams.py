@@ -29,11 +29,26 @@ class StreamResetError(TunnelError):
         self.remote = remote
 
 
+#: Stands for "no metadata given", so each head still gets a fresh dict of its own.
+_NO_METADATA: dict[str, Any] = {}
+
+
 @dataclass(frozen=True)
 class ResponseHead:
     status: int
     headers: frames.Headers = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    # One is made per proxied request: writing the instance dict costs about half of the
+    # generated frozen ``__init__`` (``object.__setattr__`` per field). Fields, defaults,
+    # equality, hashing, repr and immutability stay the dataclass's.
+    def __init__(
+        self, status: int, headers: frames.Headers = (), metadata: dict[str, Any] = _NO_METADATA
+    ) -> None:
+        fields = self.__dict__
+        fields["status"] = status
+        fields["headers"] = headers
+        fields["metadata"] = {} if metadata is _NO_METADATA else metadata
 
 
 class TunnelStream:
@@ -53,9 +68,12 @@ class TunnelStream:
         "_eof",
         "_error",
         "_finished",
+        "_head_waiters",
+        "_loop",
         "_read_waiter",
         "_response",
         "_session",
+        "_taken",
         "_write_closed",
         "metadata",
         "stream_id",
@@ -71,6 +89,9 @@ class TunnelStream:
         metadata: dict[str, Any],
     ) -> None:
         self._session = session
+        # Futures come from the session's loop: asyncio.get_running_loop() costs a getpid()
+        # syscall per call.
+        self._loop = session._loop
         self.stream_id = stream_id
         self.target = target
         self.metadata = metadata
@@ -79,9 +100,15 @@ class TunnelStream:
         self._eof = False
         self._error: StreamResetError | None = None
         self._read_waiter: asyncio.Future[None] | None = None
-        # None once the opener took the head with take_response(). Futures come from the
-        # session's loop: asyncio.get_running_loop() costs a getpid() syscall per call.
-        self._response: asyncio.Future[ResponseHead] | None = session._loop.create_future()
+        # The peer's head once it arrived (None before, and again once the opener took it
+        # with take_response(), then ``_taken``). Callers waiting for it each wait on a future of
+        # their own in ``_head_waiters``, which the session resolves directly: a shared future
+        # awaited through ``asyncio.shield`` cost an extra loop iteration per request (the
+        # shield's done callback), and a future per stream that is never answered (the streams
+        # the peer opens).
+        self._response: ResponseHead | None = None
+        self._taken = False
+        self._head_waiters: list[asyncio.Future[ResponseHead]] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
         self._finished = False
         self._write_closed = False
@@ -90,14 +117,29 @@ class TunnelStream:
 
     async def response(self) -> ResponseHead:
         """The peer's response head (raises :class:`StreamResetError` if reset first)."""
-        if self._response is None:
+        head = self._response
+        if head is not None:
+            return head
+        if self._taken:
             raise RuntimeError("the response head was taken with take_response()")
-        if self._response.done():
-            # Usually so by the time the opener asks (head and body arrive in one message):
-            # no shield, no extra hop through the loop.
-            return self._response.result()
-        # Shielded: a cancelled caller must not cancel the future the session resolves.
-        return await asyncio.shield(self._response)
+        if self._error is not None:
+            raise self._error
+        # A future per caller: a cancelled caller cancels only its own.
+        waiter: asyncio.Future[ResponseHead] = self._loop.create_future()
+        waiters = self._head_waiters
+        if waiters is None:
+            self._head_waiters = [waiter]
+        else:
+            waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            waiters = self._head_waiters
+            if waiters is not None:
+                if len(waiters) == 1 and waiters[0] is waiter:
+                    self._head_waiters = None
+                elif waiter in waiters:
+                    waiters.remove(waiter)
 
     async def take_response(self) -> ResponseHead:
         """The peer's response head, which the stream then forgets (later :meth:`response`
@@ -105,6 +147,7 @@ class TunnelStream:
         head, such as the hub forwarding a watch: the decoded headers need not live as long."""
         head = await self.response()
         self._response = None
+        self._taken = True
         return head
 
     async def read(self, max_bytes: int = -1) -> bytes:
@@ -114,7 +157,7 @@ class TunnelStream:
                 raise self._error
             if self._eof:
                 return b""
-            waiter = self._session._loop.create_future()
+            waiter = self._loop.create_future()
             self._read_waiter = waiter
             try:
                 await waiter
@@ -225,7 +268,7 @@ class TunnelStream:
         if self._finished:
             return
         if self._closed_waiter is None:
-            self._closed_waiter = self._session._loop.create_future()
+            self._closed_waiter = self._loop.create_future()
         await asyncio.shield(self._closed_waiter)
 
     # -------------------------------------------------------------- fed by the session
@@ -251,18 +294,27 @@ class TunnelStream:
         self._wake_reader()
 
     def _set_response(self, head: ResponseHead) -> None:
-        if self._response is not None and not self._response.done():
-            self._response.set_result(head)
+        if self._response is not None or self._taken or self._error is not None:
+            return  # the first head (or the reset before it) is the answer, as ever
+        self._response = head
+        waiters = self._head_waiters
+        if waiters is not None:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(head)
 
     def _fail(self, error: StreamResetError) -> None:
         if self._error is None:
             self._error = error
+            if self._response is None and not self._taken:
+                # response() raises the first error from now on; wake whoever waits for it.
+                waiters = self._head_waiters
+                if waiters is not None:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(error)
         self._chunks = None
         self._buffered = 0
-        response = self._response
-        if response is not None and not response.done():
-            response.set_exception(error)
-            response.exception()  # mark retrieved: nobody may be waiting for it
         self._wake_reader()
         self._finish()
 
