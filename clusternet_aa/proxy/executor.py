@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _MAX_RESPONSE_HEAD = 64 * 1024
+#: The hub's target metadata for the agent's own API server.
+_DIRECT = {"kind": "direct"}
 #: Idle keep-alive connections kept per origin (connections in use are not limited: each
 #: watch holds one).
 MAX_IDLE_CONNECTIONS = 32
@@ -184,7 +186,12 @@ class Executor:
         ssl_context: ssl.SSLContext | None = None
         cacheable = False
         try:
-            target = self._resolve(metadata.get(TARGET_KEY))
+            target_metadata = metadata.get(TARGET_KEY)
+            # The hub names the own API server this way on nearly every request.
+            if target_metadata is None or target_metadata == _DIRECT:
+                target = self._own
+            else:
+                target = self._resolve(target_metadata)
             _check_request_line(method, path)
             identity_key: _IdentityKey | None = None
             token: str | None = None
@@ -237,7 +244,7 @@ class Executor:
     # ------------------------------------------------------------------ request setup
 
     def _resolve(self, target: Any) -> _Target:
-        if target is None or target == {"kind": "direct"}:
+        if target is None or target == _DIRECT:
             return self._own
         if not isinstance(target, dict) or target.get("kind") != "url":
             raise ValueError(f"unknown proxy target {target!r}")
@@ -417,25 +424,37 @@ _HeadKey = tuple[frames.Headers, _IdentityKey, str | None, bool, bool]
 _HEAD_CACHE_SIZE = 1024
 
 
+_IDENTITY_FIELDS = frozenset({"user", "uid", "groups", "extra"})
+_NO_GROUPS: list[str] = []
+_NO_EXTRA: dict[str, list[str]] = {}
+
+
 def _identity_key(value: Any) -> _IdentityKey | None:
     """A cache key for the identity in OPEN metadata, or None when it is not exactly the
     well-formed shape (then the full parse runs and reports the problem). Types are checked
     exactly, so that no malformed identity can share a key with a well-formed one; identities
-    carrying child credentials are never cached (they take another path before caching)."""
-    if not isinstance(value, dict) or not value.keys() <= {"user", "uid", "groups", "extra"}:
+    carrying child credentials are never cached (they take another path before caching).
+    Runs on every request: plain loops (no generator per check) and shared defaults."""
+    if not isinstance(value, dict) or not _IDENTITY_FIELDS.issuperset(value):
         return None
     user, uid = value.get("user"), value.get("uid", "")
-    groups, extra = value.get("groups", []), value.get("extra", {})
+    groups, extra = value.get("groups", _NO_GROUPS), value.get("extra", _NO_EXTRA)
     if type(user) is not str or type(uid) is not str or type(groups) is not list:
         return None
-    if type(extra) is not dict or not all(type(g) is str for g in groups):
+    if type(extra) is not dict:
         return None
+    for group in groups:
+        if type(group) is not str:
+            return None
+    if not extra:
+        return user, uid, tuple(groups), ()
     items: list[tuple[str, tuple[str, ...]]] = []
     for name, values in extra.items():
         if type(name) is not str or type(values) is not list:
             return None
-        if not all(type(v) is str for v in values):
-            return None
+        for item in values:
+            if type(item) is not str:
+                return None
         items.append((name, tuple(values)))
     return user, uid, tuple(groups), tuple(items)
 
@@ -446,15 +465,24 @@ _LINE_BREAKERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+#: Methods known to be tokens: checked by a set lookup instead of the pattern.
+_TOKEN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _check_request_line(method: str, path: str) -> None:
     """Refuse what the hub should never send: a method that is not a token or a path that
     does not start with ``/`` (the target URL is base + path, so ``@host/`` would name another
     host) or contains spaces or control characters. The request head is written as given, so
     this and :func:`_check_headers` are what keep a hostile stream from smuggling a second
-    request to the child."""
-    if not _METHOD.match(method):
+    request to the child. A printable path has no control character (they are all
+    non-printable), so the pattern runs only for the others (a tab, non-ASCII)."""
+    if method not in _TOKEN_METHODS and not _METHOD.match(method):
         raise ValueError(f"refusing request method {method[:20]!r}")
-    if not path.startswith("/") or " " in path or _LINE_BREAKERS.search(path):
+    if (
+        not path.startswith("/")
+        or " " in path
+        or (not path.isprintable() and _LINE_BREAKERS.search(path))
+    ):
         raise ValueError(f"refusing request path {path[:100]!r}")
 
 
