@@ -528,14 +528,15 @@ class Session:
         if self._handler is None:
             stream.reset(ErrorCode.REFUSED_STREAM, "this side accepts no streams")
             return
-        task = self._loop.create_task(self._run_handler(stream), name=f"tunnel-stream {stream_id}")
+        task = self._loop.create_task(
+            self._run_handler(self._handler, stream), name=f"tunnel-stream {stream_id}"
+        )
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
-    async def _run_handler(self, stream: TunnelStream) -> None:
-        assert self._handler is not None
+    async def _run_handler(self, handler: StreamHandler, stream: TunnelStream) -> None:
         try:
-            await self._handler(stream)
+            await handler(stream)
         except StreamResetError:
             pass
         except asyncio.CancelledError:

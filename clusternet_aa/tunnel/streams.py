@@ -223,12 +223,14 @@ class TunnelStream:
         headers: frames.Headers = (),
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._raise_if_reset()
+        if self._error is not None:  # _raise_if_reset, inlined (once per request)
+            raise self._error
         self._session._send_headers(self.stream_id, status, headers, metadata)
 
     def write(self, data: bytes) -> None:
         """Queue bytes; call :meth:`drain` to wait for room."""
-        self._raise_if_reset()
+        if self._error is not None:  # _raise_if_reset, inlined (once per chunk)
+            raise self._error
         self._session._send_data(self.stream_id, data)
 
     async def drain(self) -> None:
@@ -283,15 +285,20 @@ class TunnelStream:
             waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
-        if self._chunks is None:
-            self._chunks = deque()
-        self._chunks.append(data)
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = deque()
+        chunks.append(data)
         self._buffered += len(data)
-        self._wake_reader()
+        waiter = self._read_waiter  # _wake_reader, inlined (once per DATA frame)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _feed_eof(self) -> None:
         self._eof = True
-        self._wake_reader()
+        waiter = self._read_waiter  # _wake_reader, inlined (once per stream)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _set_response(self, head: ResponseHead) -> None:
         if self._response is not None or self._taken or self._error is not None:

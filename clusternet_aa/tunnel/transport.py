@@ -37,6 +37,10 @@ _MASK_BIT = 0x80
 _PACK_LEN1 = struct.Struct("!BB").pack
 _PACK_LEN2 = struct.Struct("!BBH").pack
 _PACK_LEN3 = struct.Struct("!BBQ").pack
+#: Header bytes of a frame of ``n`` < 126 payload bytes, unmasked and masked (made once).
+_SHORT_HEADERS = tuple(_PACK_LEN1(_FIN_BINARY, n) for n in range(126))
+_SHORT_MASKED_HEADERS = tuple(_PACK_LEN1(_FIN_BINARY, n | _MASK_BIT) for n in range(126))
+_BINARY = aiohttp.WSMsgType.BINARY
 
 
 class Transport(Protocol):
@@ -101,6 +105,9 @@ class WebSocketTransport:
         self._ws = ws
         self._masks = _MaskKeys()
         self._tap: _ParserTap | None = None
+        # aiohttp's writer once it is known to be the one we write through directly (it is set
+        # once, when the websocket is prepared, and its type and compression never change).
+        self._writer: Any = None
 
     def deliver_to(self, sink: Sink) -> bool:
         if self._tap is None:
@@ -108,8 +115,13 @@ class WebSocketTransport:
         return self._tap is not None
 
     def send_nowait(self, message: Message) -> bool:
-        writer: Any = getattr(self._ws, "_writer", None)
-        if type(writer) is not WebSocketWriter or writer.compress or writer.protocol._paused:
+        writer = self._writer
+        if writer is None:
+            writer = getattr(self._ws, "_writer", None)
+            if type(writer) is not WebSocketWriter or writer.compress:
+                return False
+            self._writer = writer
+        if writer.protocol._paused:
             return False
         _write_binary(writer, message, self._masks)
         return True
@@ -250,11 +262,18 @@ class _ParserTap:
         queue = self._queue
         buffer = queue._buffer
         ws = self._ws
+        sink = self._sink
         try:
-            while buffer and self._enabled and not ws.closed and not ws._closing:
-                if buffer[0][0].type is not aiohttp.WSMsgType.BINARY:
-                    break
-                if not self._sink(_take(queue).data):
+            # ``buffer[0][0][0]``: the type of the first queued (message, size) pair, read by
+            # index (a WSMessage is a tuple; ``.type`` is a property call).
+            while (
+                buffer
+                and buffer[0][0][0] is _BINARY
+                and self._enabled
+                and not ws._closing
+                and not ws.closed
+            ):
+                if not sink(_take(queue).data):
                     parked.set_result(True)
                     return
         except Exception as exc:  # noqa: BLE001 - not swallowed: the parked receive() raises it
@@ -322,15 +341,20 @@ def _write_binary(writer: Any, message: Message, masks: _MaskKeys) -> None:
     if writer._closing or transport.is_closing():
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
     size = len(message)
-    mask = masks.take() if writer.use_mask else None
-    payload: Message = message
-    if mask is not None:
+    payload: Message
+    if writer.use_mask:
+        mask = masks.take()
         payload = message if isinstance(message, bytearray) else bytearray(message)
         websocket_mask(mask, payload)
-    if size <= SMALL_MESSAGE:
-        transport.write(frame_header(size, mask) + payload)
+        # What frame_header() returns, by table for the sizes of most control messages.
+        header = _SHORT_MASKED_HEADERS[size] + mask if size < 126 else frame_header(size, mask)
     else:
-        transport.writelines((frame_header(size, mask), payload))
+        payload = message
+        header = _SHORT_HEADERS[size] if size < 126 else frame_header(size, None)
+    if size <= SMALL_MESSAGE:
+        transport.write(header + payload)
+    else:
+        transport.writelines((header, payload))
 
 
 class _Direction:
