@@ -238,7 +238,9 @@ class _Connection(asyncio.Protocol):
                 self._parser = None
             if not self.head_sent and self._stream is not None:
                 self._deliver()
-        self._wake()
+        waiter = self._waiter  # _wake, inlined: this runs once per response
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         self._ended(None)
@@ -334,8 +336,15 @@ class _Connection(asyncio.Protocol):
         """The whole response is here: head, body and end into the stream, now."""
         stream = self._stream
         assert stream is not None
+        length = self.content_length
         try:
-            self.send_head()
+            # send_head, inlined: this runs once per small response.
+            stream.send_headers(
+                self.status,
+                self.headers,
+                {CONTENT_LENGTH_KEY: length} if length is not None and length >= 0 else None,
+            )
+            self.head_sent = True
             body, self.body = self.body, []
             self._buffered = 0
             for chunk in body:
@@ -397,6 +406,10 @@ class ChildClient:
         self._max_idle = max_idle
         self._on_connect = on_connect
         self._idle: dict[Origin, deque[_Connection]] = {}
+        #: The last origin asked for and its idle pool: the executor passes the same Origin
+        #: object for its own API server every time, and hashing the dataclass is a Python call.
+        self._last_origin: Origin | None = None
+        self._last_pool: deque[_Connection] = deque()
         self._closed = False
 
     async def close(self) -> None:
@@ -406,6 +419,7 @@ class ChildClient:
             for conn in pool:
                 conn.close()
         self._idle.clear()
+        self._last_origin = None
 
     def idle_connections(self, origin: Origin) -> int:
         return len(self._idle.get(origin, ()))
@@ -478,8 +492,18 @@ class ChildClient:
                 upload.cancel()
         self._release(conn)
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
+    def _pool(self, origin: Origin) -> deque[_Connection]:
+        """The idle pool of ``origin`` (made on first use)."""
+        if origin is self._last_origin:
+            return self._last_pool
         pool = self._idle.get(origin)
+        if pool is None:
+            pool = self._idle[origin] = deque()
+        self._last_origin, self._last_pool = origin, pool
+        return pool
+
+    def _take_idle(self, origin: Origin) -> _Connection | None:
+        pool = self._last_pool if origin is self._last_origin else self._pool(origin)
         while pool:
             conn = pool.pop()
             if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
@@ -506,9 +530,8 @@ class ChildClient:
         if not conn.reusable or self._closed:
             conn.close()
             return
-        pool = self._idle.get(conn.origin)
-        if pool is None:
-            pool = self._idle[conn.origin] = deque()
+        origin = conn.origin
+        pool = self._last_pool if origin is self._last_origin else self._pool(origin)
         if len(pool) >= self._max_idle:
             conn.close()
             return
