@@ -391,10 +391,12 @@ class Session:
         # Flush only when there is something to write (a PONG, a window update, data that got
         # credit); an idle PONG or a DATA frame whose reader has not read yet needs no pass.
         # The writer task ends the session.
-        if self._finishing or conn.state is _CLOSED:
+        if conn.state is _CLOSED:
             self._wakeup.set()
             return False
-        if conn.has_output:
+        if self._finishing:
+            self._wakeup.set()
+        elif conn.has_output:
             self._want_flush()
         return conn.control_backlog <= self._control_backlog_limit
 
