@@ -28,11 +28,13 @@ class UserInfo:
 
     def to_metadata(self) -> dict[str, Any]:
         """The msgpack-friendly form carried in OPEN metadata."""
+        # Runs on every proxied request; most users have no extra (no comprehension then).
+        extra = self.extra
         return {
             "user": self.name,
             "uid": self.uid,
             "groups": list(self.groups),
-            "extra": {key: list(values) for key, values in self.extra.items()},
+            "extra": {key: list(values) for key, values in extra.items()} if extra else {},
         }
 
     @classmethod
