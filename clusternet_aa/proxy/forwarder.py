@@ -224,16 +224,18 @@ class Forwarder:
         else:
             forwarded, upgrade = hop.request_headers(request.headers.items(), *credentials)
         head = frames.HttpRequestHead(request.method, target.path, forwarded)
+        has_body = request.body_exists and not upgrade
         metadata = {
             METADATA_KEY: user.to_metadata(),
             TARGET_KEY: target.metadata,
             UPGRADE_KEY: upgrade,
-            BODY_KEY: request.body_exists and not upgrade,
+            BODY_KEY: has_body,
         }
         # This frame stays suspended for the whole of a watch: drop what went into the OPEN.
         del forwarded
         try:
-            stream = await session.open_stream(head, metadata)
+            # Without a body (and not an upgrade) our side ends with the OPEN, in one message.
+            stream = await session.open_stream(head, metadata, end=not has_body and not upgrade)
         except LocalProtocolError as exc:
             if exc.code is not ErrorCode.FRAME_SIZE_ERROR:
                 raise StatusError(
@@ -276,7 +278,7 @@ class Forwarder:
             asyncio.ensure_future(self._upload(request, stream)) if request.body_exists else None
         )
         if upload is None:
-            stream.write_eof()
+            stream.write_eof()  # ended with the OPEN already, unless it carried a body
         response: web.StreamResponse | None = None
         try:
             try:

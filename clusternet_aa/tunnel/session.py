@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,9 +226,16 @@ class Session:
     # ------------------------------------------------------------------ streams
 
     async def open_stream(
-        self, target: frames.Target, metadata: Mapping[str, Any] | None = None
+        self,
+        target: frames.Target,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        end: bool = False,
     ) -> TunnelStream:
-        """Open a stream to the peer (an HTTP request head or a dial target)."""
+        """Open a stream to the peer (an HTTP request head or a dial target); with ``end``,
+        also end our side at once (a request without a body), as :meth:`TunnelStream.write_eof`
+        right after would, but without scheduling a flush first: a flush handle that is
+        cancelled still costs the loop an iteration."""
         if self._closed.is_set():
             raise SessionClosedError(self.close_reason or "session is closed", self.close_code)
         stream_id = self._conn.open_stream(target, metadata)
@@ -237,7 +244,11 @@ class Session:
         stream = TunnelStream(self, stream_id, target=target, metadata={})
         self._streams[stream_id] = stream
         self.stats.streams_opened += 1
-        self._want_flush()
+        if end:
+            stream._write_closed = True
+            self._end(stream_id)
+        else:
+            self._want_flush()
         return stream
 
     def _send_headers(
@@ -253,6 +264,20 @@ class Session:
     def _send_data(self, stream_id: int, data: bytes) -> None:
         self._conn.send_data(stream_id, data)
         self._want_flush()
+
+    def _answer(
+        self,
+        stream_id: int,
+        status: int,
+        headers: frames.Headers,
+        metadata: Mapping[str, Any] | None,
+        body: Iterable[bytes],
+    ) -> None:
+        conn = self._conn
+        conn.send_headers(stream_id, status, headers, metadata)
+        for chunk in body:
+            conn.send_data(stream_id, chunk)
+        self._end(stream_id)
 
     def _end(self, stream_id: int) -> None:
         self._conn.end_stream(stream_id)

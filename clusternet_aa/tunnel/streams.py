@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clusternet_aa.tunnel.protocol import frames
-from clusternet_aa.tunnel.protocol.errors import ErrorCode, TunnelError
+from clusternet_aa.tunnel.protocol.errors import ErrorCode, StreamClosedError, TunnelError
 
 if TYPE_CHECKING:
     from clusternet_aa.tunnel.session import Session
@@ -226,6 +226,24 @@ class TunnelStream:
         if self._error is not None:  # _raise_if_reset, inlined (once per request)
             raise self._error
         self._session._send_headers(self.stream_id, status, headers, metadata)
+
+    def answer(
+        self,
+        status: int,
+        headers: frames.Headers = (),
+        metadata: dict[str, Any] | None = None,
+        body: Iterable[bytes] = (),
+    ) -> None:
+        """The whole answer at once: :meth:`send_headers`, :meth:`write` of each chunk of
+        ``body`` and :meth:`write_eof`, in one go, so that the session flushes them once
+        without first scheduling a flush it would then cancel (which still costs the loop an
+        iteration). The bytes are queued like :meth:`write`'s, without waiting for room."""
+        if self._error is not None:
+            raise self._error
+        if self._write_closed:
+            raise StreamClosedError(f"stream {self.stream_id}: our side is already ended")
+        self._write_closed = True
+        self._session._answer(self.stream_id, status, headers, metadata, body)
 
     def write(self, data: bytes) -> None:
         """Queue bytes; call :meth:`drain` to wait for room."""

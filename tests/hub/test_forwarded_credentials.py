@@ -76,7 +76,9 @@ class _Session:
     def __init__(self) -> None:
         self.opened: list[tuple[frames.HttpRequestHead, dict[str, Any]]] = []
 
-    async def open_stream(self, head: frames.HttpRequestHead, metadata: dict[str, Any]) -> _Stream:
+    async def open_stream(
+        self, head: frames.HttpRequestHead, metadata: dict[str, Any], *, end: bool = False
+    ) -> _Stream:
         self.opened.append((head, metadata))
         return _Stream()
 
