@@ -47,6 +47,28 @@ def is_upgrade(headers: Iterable[tuple[str, str]]) -> bool:
 #: Dropped from every request that has neither Connection nor Upgrade header.
 _ALWAYS_DROPPED = HOP_BY_HOP | {"authorization"}
 
+#: What :func:`request_headers`' one pass does with a header name (see :func:`_verdict`).
+_KEEP, _DROP, _DROP_CONNECTION = 0, 1, 2
+#: Verdicts per header name as the caller spelled it, per ``(drop, drop_prefixes)``: a hub sees
+#: the same few names on every request, and a lookup is a third of lowering and testing each
+#: one. Bounded: names up to 64 characters, 256 names per configuration, 16 configurations
+#: (cleared when full); a verdict depends only on the name and its configuration.
+_VERDICTS: dict[tuple[frozenset[str], tuple[str, ...]], dict[str, int]] = {}
+_VERDICT_NAME_LENGTH = 64
+_VERDICT_NAMES = 256
+_VERDICT_CONFIGURATIONS = 16
+
+
+def _verdict(name: str, drop: frozenset[str], drop_prefixes: tuple[str, ...]) -> int:
+    """Whether :func:`request_headers`' one pass keeps the header ``name``, drops it, or drops
+    it as ``Connection``/``Upgrade`` (then the request takes the two-step way)."""
+    lower = name.lower()
+    if lower in _ALWAYS_DROPPED:
+        return _DROP_CONNECTION if lower == "connection" or lower == "upgrade" else _DROP
+    if lower in drop or lower.startswith(_CREDENTIAL_PREFIXES) or lower.startswith(drop_prefixes):
+        return _DROP
+    return _KEEP
+
 
 def request_headers(
     headers: Collection[tuple[str, str]],
@@ -62,20 +84,25 @@ def request_headers(
     ``Upgrade``: then nothing is an upgrade and no header is named hop-by-hop by another. A
     request with either takes the two-step way; both give the same answer.
     """
+    configuration = (drop, drop_prefixes)
+    verdicts = _VERDICTS.get(configuration)
+    if verdicts is None:
+        if len(_VERDICTS) >= _VERDICT_CONFIGURATIONS:
+            _VERDICTS.clear()
+        verdicts = _VERDICTS[configuration] = {}
     kept: list[tuple[str, str]] = []
     connection_or_upgrade = False
     for pair in headers:
-        lower = pair[0].lower()
-        if lower in _ALWAYS_DROPPED:
-            connection_or_upgrade |= lower == "connection" or lower == "upgrade"
-            continue
-        if (
-            lower in drop
-            or lower.startswith(_CREDENTIAL_PREFIXES)
-            or lower.startswith(drop_prefixes)
-        ):
-            continue
-        kept.append(pair)
+        name = pair[0]
+        verdict = verdicts.get(name)
+        if verdict is None:
+            verdict = _verdict(name, drop, drop_prefixes)
+            if len(name) <= _VERDICT_NAME_LENGTH and len(verdicts) < _VERDICT_NAMES:
+                verdicts[name] = verdict
+        if verdict == _KEEP:
+            kept.append(pair)
+        elif verdict == _DROP_CONNECTION:
+            connection_or_upgrade = True
     if not connection_or_upgrade:
         return tuple(kept), False
     upgrade = is_upgrade(headers)

@@ -1,0 +1,255 @@
+"""The per-request shortcuts of the agent's proxy path (and the hub's header filter) give the
+answers of the long way, however often and in whatever order they are asked."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from clusternet_aa.identity import UserInfo
+from clusternet_aa.proxy import child_client
+from clusternet_aa.proxy import headers as hop
+from clusternet_aa.proxy.child_client import CONTENT_LENGTH_KEY, ChildClient, Origin, _Connection
+from clusternet_aa.proxy.executor import _LINE_BREAKERS, _METHOD, _check_request_line
+from clusternet_aa.tunnel.protocol import frames
+
+NAMES = [
+    "Accept",
+    "accept",
+    "User-Agent",
+    "Authorization",
+    "AUTHORIZATION",
+    "Host",
+    "Connection",
+    "connection",
+    "Upgrade",
+    "Keep-Alive",
+    "Transfer-Encoding",
+    "TE",
+    "Impersonate-User",
+    "impersonate-group",
+    "X-Remote-User",
+    "x-remote-extra-scopes",
+    "X-Custom-User",
+    "X-Custom-Extra-Team",
+    "X-Other",
+    "Audit-Id",
+    "A" * 100,
+]
+CONFIGURATIONS: list[tuple[frozenset[str], tuple[str, ...]]] = [
+    (frozenset(), ()),
+    (frozenset({"authorization", "x-custom-user"}), ("x-custom-extra-",)),
+    (frozenset({"x-other"}), ()),
+    (frozenset(), ("",)),  # an empty prefix: every name is a credential
+]
+
+
+def _long_way(
+    headers: list[tuple[str, str]], drop: frozenset[str], prefixes: tuple[str, ...]
+) -> tuple[frames.Headers, bool]:
+    upgrade = hop.is_upgrade(headers)
+    forwarded = hop.forwardable_request_headers(headers, upgrade=upgrade)
+    return tuple(
+        (name, value)
+        for name, value in forwarded
+        if name.lower() not in drop and not name.lower().startswith(prefixes)
+    ), upgrade
+
+
+@pytest.mark.parametrize(("drop", "prefixes"), CONFIGURATIONS)
+def test_request_header_verdicts_are_those_of_the_long_way(
+    drop: frozenset[str], prefixes: tuple[str, ...]
+) -> None:
+    for rounds in range(2):  # the second round answers from the remembered verdicts
+        for size in (1, 2, 3):
+            for names in itertools.permutations(NAMES[:9] if size == 3 else NAMES, size):
+                headers = [(name, f"v{i}") for i, name in enumerate(names)]
+                assert hop.request_headers(headers, drop, prefixes) == _long_way(
+                    headers, drop, prefixes
+                ), (rounds, headers)
+
+
+def test_upgrade_requests_keep_their_two_step_answer() -> None:
+    headers = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("X-Remote-User", "u")]
+    for _ in range(2):
+        assert hop.request_headers(headers) == (
+            (("Upgrade", "websocket"), ("Connection", "Upgrade")),
+            True,
+        )
+
+
+def test_request_header_verdicts_are_bounded() -> None:
+    hop._VERDICTS.clear()
+    drop: frozenset[str] = frozenset({"x-drop"})
+    headers = [(f"X-Name-{i}", "v") for i in range(hop._VERDICT_NAMES + 50)]
+    headers.append(("X-Drop", "secret"))
+    headers.append(("Y" * (hop._VERDICT_NAME_LENGTH + 1), "v"))
+    expected = (*headers[:-2], headers[-1])
+    for _ in range(2):
+        kept, upgrade = hop.request_headers(headers, drop)
+        assert kept == expected
+        assert not upgrade
+    verdicts = hop._VERDICTS[(drop, ())]
+    assert len(verdicts) == hop._VERDICT_NAMES
+    assert all(len(name) <= hop._VERDICT_NAME_LENGTH for name in verdicts)
+    for i in range(hop._VERDICT_CONFIGURATIONS + 3):
+        hop.request_headers([("X-Drop", "v")], frozenset({f"x-{i}"}))
+    assert len(hop._VERDICTS) <= hop._VERDICT_CONFIGURATIONS
+    # A configuration whose verdicts were forgotten still drops what it must.
+    assert hop.request_headers(headers, drop)[0] == expected
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.heads: list[tuple[int, frames.Headers, object]] = []
+
+    def send_headers(self, status: int, headers: frames.Headers = (), metadata: object = None):
+        self.heads.append((status, headers, metadata))
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def write_eof(self) -> None:
+        pass
+
+
+async def test_response_header_names_are_forwarded_as_spelled_every_time() -> None:
+    child_client._FORWARDED_NAMES.clear()
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: a/b\r\ncontent-type: c/d\r\nCONNECTION: x-hop\r\n"
+        b"X-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nAudit-Id: \xe9\r\n"
+        b"X-" + b"L" * 100 + b": long\r\nDate: now\r\n\r\n0\r\n\r\n"
+    )
+    expected = (
+        ("Content-Type", "a/b"),
+        ("content-type", "c/d"),
+        ("Audit-Id", "\xe9"),
+        ("X-" + "L" * 100, "long"),
+        ("Date", "now"),
+    )
+    conn = _Connection(Origin("127.0.0.1", 1, None, "127.0.0.1:1"), asyncio.get_running_loop())
+    for _ in range(3):
+        stream = _Stream()
+        conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+        conn.data_received(head)
+        assert conn.delivered
+        assert stream.heads == [(200, expected, None)]
+    # Only forwarded names are remembered, and no long one.
+    assert set(child_client._FORWARDED_NAMES) == {b"Content-Type", b"content-type"} | {
+        b"Audit-Id",
+        b"Date",
+        b"X-Hop",
+    }
+    stream = _Stream()
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    conn.data_received(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Hop: 2\r\n\r\n")
+    assert stream.heads == [(204, (("X-Hop", "2"),), {CONTENT_LENGTH_KEY: 0})]
+
+
+async def test_response_header_name_memory_is_bounded() -> None:
+    child_client._FORWARDED_NAMES.clear()
+    conn = _Connection(Origin("127.0.0.1", 1, None, "127.0.0.1:1"), asyncio.get_running_loop())
+    names = [b"X-N-%d" % i for i in range(child_client._NAME_CACHE_SIZE + 10)]
+    stream = _Stream()
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(n + b": v\r\n" for n in names)
+        + b"Content-Length: 0\r\n\r\n"
+    )
+    assert stream.heads[0][1] == tuple((n.decode(), "v") for n in names)
+    assert len(child_client._FORWARDED_NAMES) == child_client._NAME_CACHE_SIZE
+
+
+@pytest.mark.parametrize(
+    "method", ["GET", "PATCH", "PROPFIND", "M-SEARCH", "get", "GET ", "G\x00T", "", "GÉT", "A:B"]
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/pods",
+        "/a?b=c&d=%20",
+        "/a\tb",
+        "/a b",
+        "/a\r\nHost: evil",
+        "/a\x7f",
+        "/é",
+        "/a\x85b",
+        "/a\u2028b",
+        "/a\xa0b",
+        "@evil/",
+        "",
+    ],
+)
+def test_request_line_checks_answer_as_the_patterns(method: str, path: str) -> None:
+    allowed = (
+        bool(_METHOD.match(method))
+        and path.startswith("/")
+        and " " not in path
+        and not _LINE_BREAKERS.search(path)
+    )
+    if allowed:
+        _check_request_line(method, path)
+    else:
+        with pytest.raises(ValueError, match="refusing request"):
+            _check_request_line(method, path)
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        UserInfo(name="a"),
+        UserInfo(name="a", uid="u", groups=("g", "h"), extra={"k": ("v", "w"), "e": ()}),
+    ],
+)
+def test_identity_metadata_round_trips(user: UserInfo) -> None:
+    metadata = user.to_metadata()
+    assert metadata == {
+        "user": user.name,
+        "uid": user.uid,
+        "groups": list(user.groups),
+        "extra": {key: list(values) for key, values in user.extra.items()},
+    }
+    assert UserInfo.from_metadata(metadata) == user
+    assert user.to_metadata() is not metadata
+    assert user.to_metadata()["extra"] is not metadata["extra"]
+
+
+async def test_equal_origins_share_one_idle_pool() -> None:
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        served += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ChildClient()
+    try:
+        for origin in [Origin("127.0.0.1", port, None, f"127.0.0.1:{port}") for _ in range(3)]:
+            stream = _Stream()
+            await client.forward(
+                stream,  # type: ignore[arg-type]
+                origin,
+                "GET",
+                "/",
+                b"Host: x\r\n\r\n",
+                chunked=False,
+                has_body=False,
+            )
+            assert stream.heads == [(200, (), {CONTENT_LENGTH_KEY: 2})]
+            assert client.idle_connections(origin) == 1
+        assert served == 1
+        await client.close()
+        assert client.idle_connections(origin) == 0
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
