@@ -58,6 +58,9 @@ _UPGRADE_KEEP = frozenset({"connection", "upgrade"})
 #: name length (names are the child's to choose), and never holds a name that is not forwarded.
 _FORWARDED_NAMES: dict[bytes, str] = {}
 _NAME_CACHE_SIZE = 256
+#: Bytes of a response that cannot hold header fields over the head limit (see
+#: :meth:`_Connection._start_counting`).
+_UNCOUNTED_FEED = MAX_RESPONSE_HEAD // 2
 _NAME_CACHE_LENGTH = 64
 
 
@@ -124,7 +127,12 @@ class _Connection(asyncio.Protocol):
         self._header_list: list[tuple[str, str]] = []
         self._connection_values: list[bytes] | None = None
         self._chunked = False
+        #: Field sizes as the head limit counts them (name + value + 4): all of them while
+        #: counting, otherwise those not in the header list (see :meth:`_start_counting`).
         self._head_size = 0
+        #: Bytes fed to the parser since :meth:`begin`, and whether fields are counted.
+        self._fed = 0
+        self._counting = False
         self.complete = False
         self.keep_alive = False
         self._until_eof = False
@@ -226,6 +234,10 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
+        fed = self._fed + len(data)
+        self._fed = fed
+        if fed > _UNCOUNTED_FEED and not self._counting:
+            self._start_counting()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -267,11 +279,12 @@ class _Connection(asyncio.Protocol):
             raise ChildConnectionError("the child sent more than one response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_RESPONSE_HEAD:
-            raise ChildConnectionError("the child's response head is too large")
         # Most names were seen before: one lookup instead of lowering, a set test and a decode.
         forwarded = _FORWARDED_NAMES.get(name)
+        if self._counting:
+            self._head_size += len(name) + len(value) + 4
+            if self._head_size > MAX_RESPONSE_HEAD:
+                raise ChildConnectionError("the child's response head is too large")
         if forwarded is not None:
             self._header_list.append((forwarded, value.decode("latin-1")))
             return
@@ -281,7 +294,11 @@ class _Connection(asyncio.Protocol):
             if len(name) <= _NAME_CACHE_LENGTH and len(_FORWARDED_NAMES) < _NAME_CACHE_SIZE:
                 _FORWARDED_NAMES[name] = forwarded
             self._header_list.append((forwarded, value.decode("latin-1")))
-        elif lower == b"content-length":
+            return
+        if not self._counting:
+            # Out of the header list: counted now, as _start_counting expects.
+            self._head_size += len(name) + len(value) + 4
+        if lower == b"content-length":
             try:
                 self.content_length = int(value)
             except ValueError:
@@ -365,6 +382,20 @@ class _Connection(asyncio.Protocol):
             self.error = ChildConnectionError(f"the child closed the connection{reason}")
         self._expecting = False
         self._wake()
+
+    def _start_counting(self) -> None:
+        """Count every header field against :data:`MAX_RESPONSE_HEAD` from now on.
+
+        Why fields are not always counted: a field costs at most twice the bytes it takes in
+        the message (``name + value + 4`` against at least ``name:value`` and a line end), so
+        while at most :data:`_UNCOUNTED_FEED` bytes were fed since :meth:`begin`, the fields
+        cannot exceed the limit, and the common field (a known forwarded name) skips its
+        accounting. Before the bytes that could cross that bound are fed, this adds the
+        fields in the header list (latin-1 keeps their lengths) to the others, already
+        counted: the total is then exactly what counting every field would have reached, so
+        the limit stops the parse at the same field as always."""
+        self._head_size += sum(len(name) + len(value) + 4 for name, value in self._header_list)
+        self._counting = True
 
     def _fail_protocol(self, message: str) -> None:
         if self.error is None:

@@ -253,3 +253,62 @@ async def test_equal_origins_share_one_idle_pool() -> None:
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+def _padded_head(total: int, name_length: int = 10) -> list[tuple[bytes, bytes]]:
+    """Header fields whose sizes as the limit counts them (name + value + 4) sum to
+    ``total``, with forwarded names (the common path) and one Content-Type."""
+    fields = [(b"Content-Type", b"application/json")]
+    left = total - (12 + 16 + 4)
+    i = 0
+    while left > 0:
+        name = b"X-P%0*d" % (name_length - 3, i)
+        value_length = min(200, left - len(name) - 4)
+        if value_length < 0:
+            fields[-1] = (fields[-1][0], fields[-1][1] + b"v" * left)
+            break
+        fields.append((name, b"v" * value_length))
+        left -= len(name) + value_length + 4
+        i += 1
+    assert sum(len(n) + len(v) + 4 for n, v in fields) == total
+    return fields
+
+
+def _feed(conn: _Connection, data: bytes, piece: int) -> None:
+    for start in range(0, len(data), piece):
+        conn.data_received(data[start : start + piece])
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096, 997])
+@pytest.mark.parametrize("excess", [0, 1])
+@pytest.mark.parametrize("name_length", [4, 10])
+async def test_the_response_head_limit_is_exact(piece: int, excess: int, name_length: int) -> None:
+    # The Content-Length field counts too (14 + 1 + 4 = 19).
+    fields = _padded_head(child_client.MAX_RESPONSE_HEAD - 19 + excess, name_length)
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+    conn = _Connection(Origin("127.0.0.1", 1, None, "127.0.0.1:1"), asyncio.get_running_loop())
+    stream = _Stream()
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    _feed(conn, head + b"Content-Length: 2\r\n\r\nok", piece)
+    assert conn.delivered is not bool(excess)
+    assert (conn.error is not None) is bool(excess)
+    if not excess:
+        assert stream.heads[0][1] == tuple((n.decode(), v.decode()) for n, v in fields)
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096])
+@pytest.mark.parametrize("excess", [0, 1])
+async def test_trailers_count_toward_the_head_limit(piece: int, excess: int) -> None:
+    """Trailers are reported as header fields and count with the head, after a body large
+    enough to make the connection count every field."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    used = 17 + 7 + 4  # Transfer-Encoding: chunked
+    body = b"%x\r\n%b\r\n0\r\n" % (40000, b"b" * 40000)
+    trailers = _padded_head(child_client.MAX_RESPONSE_HEAD - used + excess)
+    tail = b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+    conn = _Connection(Origin("127.0.0.1", 1, None, "127.0.0.1:1"), asyncio.get_running_loop())
+    stream = _Stream()
+    conn.begin(stream, head_only=False)  # type: ignore[arg-type]
+    _feed(conn, head + body + tail, piece)
+    assert (conn.error is not None) is bool(excess)
+    assert conn.complete is not bool(excess)
