@@ -151,6 +151,12 @@ class Executor:
         #: given moment a child sees the same few callers over and over. Only impersonated
         #: requests to the own API server are kept (never carried child credentials).
         self._heads: dict[_HeadKey, tuple[bytes, bool]] = {}
+        #: The last request that took its head from the cache, as a one-entry memo in front
+        #: of it: its caller headers, identity (in the hub's form, rebuilt by us from the
+        #: checked key: never an object someone else holds), token, body flags and head. A
+        #: request equal in all of them has the same key, and comparing costs less than
+        #: making the key (checking the identity's shape, hashing the fresh strings).
+        self._last_head: _LastHead | None = None
         #: TCP connections the pool has opened; pooling shows as a number far below requests.
         self.connections_opened = 0
 
@@ -196,11 +202,28 @@ class Executor:
             identity_key: _IdentityKey | None = None
             token: str | None = None
             if target is self._own:
-                identity_key = _identity_key(metadata.get(METADATA_KEY))
+                identity = metadata.get(METADATA_KEY)
                 token = self._child.token()
-                if identity_key is not None and not upgrade:
-                    key = (head.headers, identity_key, token, has_body, method in BODYLESS_METHODS)
-                    prepared = self._heads.get(key)
+                bodyless = method in BODYLESS_METHODS
+                last = self._last_head
+                if (
+                    last is not None
+                    and not upgrade
+                    and last[0] == head.headers
+                    # Ours on the left (see _remember_last).
+                    and last[1] == identity
+                    and last[2] == token
+                    and last[3] is has_body
+                    and last[4] is bodyless
+                ):
+                    prepared = last[5]
+                else:
+                    identity_key = _identity_key(identity)
+                    if identity_key is not None and not upgrade:
+                        key = (head.headers, identity_key, token, has_body, bodyless)
+                        prepared = self._heads.get(key)
+                        if prepared is not None:
+                            self._remember_last(key, prepared)
             if prepared is None:
                 out_headers, ssl_context, cacheable = self._credentials(
                     target, metadata, head, identity_key, token
@@ -235,11 +258,27 @@ class Executor:
                 if len(self._heads) >= _HEAD_CACHE_SIZE:
                     self._heads.clear()
                 self._heads[key] = prepared
+                self._remember_last(key, prepared)
         tail, chunked = prepared
         assert self._client is not None, "use the executor as an async context manager"
         await self._client.forward(
             stream, origin, method, path, tail, chunked=chunked, has_body=has_body
         )
+
+    def _remember_last(self, key: _HeadKey, prepared: tuple[bytes, bool]) -> None:
+        """Keep ``key``'s request as the one-entry memo (see ``_last_head``). Its identity is
+        rebuilt from the checked key in the hub's form, with exact str, list and dict types:
+        a decoded identity (exact types too) equals it only when it is exactly that shape with
+        the same values, which is when :func:`_identity_key` gives the same key. Ours is on
+        the left of the comparison and held by nobody else, so it cannot change behind us."""
+        headers, (user, uid, groups, extra), token, has_body, bodyless = key
+        identity = {
+            "user": user,
+            "uid": uid,
+            "groups": list(groups),
+            "extra": {name: list(values) for name, values in extra},
+        }
+        self._last_head = (headers, identity, token, has_body, bodyless, prepared)
 
     # ------------------------------------------------------------------ request setup
 
@@ -421,6 +460,8 @@ _IMPERSONATION_CACHE_SIZE = 1024
 #: is the same for every request with the same caller headers, identity, agent token, body
 #: flag and bodyless-method flag: the key of the executor's head cache.
 _HeadKey = tuple[frames.Headers, _IdentityKey, str | None, bool, bool]
+#: See ``Executor._last_head``.
+_LastHead = tuple[frames.Headers, dict[str, Any], str | None, bool, bool, tuple[bytes, bool]]
 _HEAD_CACHE_SIZE = 1024
 
 

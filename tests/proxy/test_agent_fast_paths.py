@@ -8,12 +8,22 @@ import itertools
 
 import pytest
 
-from clusternet_aa.identity import UserInfo
+from clusternet_aa.identity import METADATA_KEY, UserInfo
 from clusternet_aa.proxy import child_client
 from clusternet_aa.proxy import headers as hop
 from clusternet_aa.proxy.child_client import CONTENT_LENGTH_KEY, ChildClient, Origin, _Connection
-from clusternet_aa.proxy.executor import _LINE_BREAKERS, _METHOD, _check_request_line
+from clusternet_aa.proxy.executor import (
+    _LINE_BREAKERS,
+    _METHOD,
+    BODY_KEY,
+    TARGET_KEY,
+    UPGRADE_KEY,
+    ChildApiserver,
+    Executor,
+    _check_request_line,
+)
 from clusternet_aa.tunnel.protocol import frames
+from clusternet_aa.tunnel.protocol.errors import ErrorCode
 
 NAMES = [
     "Accept",
@@ -312,3 +322,106 @@ async def test_trailers_count_toward_the_head_limit(piece: int, excess: int) -> 
     _feed(conn, head + body + tail, piece)
     assert (conn.error is not None) is bool(excess)
     assert conn.complete is not bool(excess)
+
+
+class _Recorder:
+    """Stands in for the executor's child client: records what would be written."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes, bool]] = []
+
+    async def forward(
+        self,
+        stream: object,
+        origin: object,
+        method: str,
+        target: str,
+        tail: bytes,
+        *,
+        chunked: bool,
+        has_body: bool,
+    ) -> None:
+        self.sent.append((method, target, tail, chunked))
+
+
+class _OpenStream:
+    def __init__(self, head: frames.HttpRequestHead, metadata: dict[str, object]) -> None:
+        self.target = head
+        self.metadata = metadata
+        self.resets: list[tuple[object, str]] = []
+
+    def reset(self, code: object, reason: str = "") -> None:
+        self.resets.append((code, reason))
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+def _requests() -> list[tuple[str, frames.Headers, object, bool, str]]:
+    alice = {"user": "alice", "uid": "", "groups": ["dev", "system:authenticated"], "extra": {}}
+    accept = (("Accept", "application/json"),)
+    other = (("Accept", "application/yaml"),)
+    return [
+        ("GET", accept, alice, False, "t1"),
+        ("GET", accept, alice, False, "t1"),
+        ("GET", accept, dict(alice), False, "t1"),
+        ("GET", accept, {**alice, "groups": ["system:authenticated", "dev"]}, False, "t1"),
+        ("GET", accept, alice, False, "t1"),
+        ("GET", accept, alice, False, "t2"),  # a rotated token
+        ("GET", accept, alice, False, "t2"),
+        ("GET", other, alice, False, "t2"),
+        ("POST", other, alice, True, "t2"),
+        ("POST", other, alice, False, "t2"),
+        ("DELETE", other, alice, False, "t2"),
+        ("GET", accept, {"user": "alice", "groups": ["dev", "system:authenticated"]}, False, "t2"),
+        ("GET", accept, {**alice, "uid": "u-1"}, False, "t2"),
+        ("GET", accept, {**alice, "extra": {"scopes": ["a", "b"]}}, False, "t2"),
+        ("GET", accept, {**alice, "extra": {"scopes": ["a", "b"]}}, False, "t2"),
+        ("GET", accept, {**alice, "extra": {"scopes": ["a"]}}, False, "t2"),
+        ("GET", accept, {**alice, "extra": {"clusternet-token": ["child"]}}, False, "t2"),
+        ("GET", accept, {**alice, "extra": {"clusternet-token": ["child"]}}, False, "t2"),
+        ("GET", accept, alice, False, "t2"),
+        ("GET", accept, {**alice, "user": _Str("alice")}, False, "t2"),
+        ("GET", accept, {**alice, "user": "mallory"}, False, "t2"),
+        ("GET", accept, {**alice, "groups": ["dev", 1]}, False, "t2"),
+        ("GET", accept, {**alice, "user": ""}, False, "t2"),
+        ("GET", accept, alice, False, "t2"),
+        ("GET", (("Accept", "a\r\nX: y"),), alice, False, "t2"),
+        ("GET", (("Accept", "a\r\nX: y"),), alice, False, "t2"),
+        ("GET", accept, None, False, "t2"),
+        ("GET", accept, alice, False, "t2"),
+    ]
+
+
+async def test_repeated_requests_get_the_heads_of_fresh_executors() -> None:
+    """Whatever came before, each request is written as an executor without caches writes it
+    (or refused as it refuses it)."""
+    token = ["t1"]
+    cached = Executor(ChildApiserver(url="http://127.0.0.1:1", token=lambda: token[0]))
+    cached._client = _Recorder()  # type: ignore[assignment]
+    for method, headers, identity, has_body, token[0] in _requests():
+        fresh = Executor(ChildApiserver(url="http://127.0.0.1:1", token=lambda: token[0]))
+        fresh._client = _Recorder()  # type: ignore[assignment]
+        results = []
+        for executor in (cached, fresh):
+            metadata = {METADATA_KEY: identity, BODY_KEY: has_body, TARGET_KEY: {"kind": "direct"}}
+            stream = _OpenStream(frames.HttpRequestHead(method, "/api/v1/pods", headers), metadata)
+            await executor(stream)  # type: ignore[arg-type]
+            results.append((executor._client.sent[-1:], stream.resets))  # type: ignore[union-attr]
+            if executor._client.sent:  # type: ignore[union-attr]
+                executor._client.sent.clear()  # type: ignore[union-attr]
+        assert results[0] == results[1], (method, headers, identity, has_body, token[0])
+
+
+async def test_an_upgrade_never_takes_a_remembered_head() -> None:
+    executor = Executor(ChildApiserver(url="http://127.0.0.1:1", token=lambda: "t"))
+    recorder = executor._client = _Recorder()  # type: ignore[assignment]
+    identity = {"user": "alice", "uid": "", "groups": [], "extra": {}}
+    head = frames.HttpRequestHead("GET", "/api/v1/pods", (("Accept", "a"),))
+    for upgrade in (False, False, True):
+        metadata = {METADATA_KEY: identity, BODY_KEY: False, UPGRADE_KEY: upgrade}
+        stream = _OpenStream(head, metadata)
+        await executor(stream)  # type: ignore[arg-type]
+    assert len(recorder.sent) == 2  # the upgrade dialled the child itself (and failed)
+    assert [code for code, _ in stream.resets] == [ErrorCode.DIAL_FAILED]
