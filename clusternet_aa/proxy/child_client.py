@@ -354,22 +354,21 @@ class _Connection(asyncio.Protocol):
         stream = self._stream
         assert stream is not None
         length = self.content_length
+        body, self.body = self.body, []
+        self._buffered = 0
         try:
-            # send_head, inlined: this runs once per small response.
-            stream.send_headers(
+            # Head, body and end in one call: the session flushes them once (see
+            # TunnelStream.answer); it raises before queueing anything if the stream was reset.
+            stream.answer(
                 self.status,
                 self.headers,
                 {CONTENT_LENGTH_KEY: length} if length is not None and length >= 0 else None,
+                body,
             )
-            self.head_sent = True
-            body, self.body = self.body, []
-            self._buffered = 0
-            for chunk in body:
-                stream.write(chunk)
-            stream.write_eof()
         except StreamResetError as exc:
             self.failure = exc
             return
+        self.head_sent = True
         self.delivered = True
 
     def _ended(self, exc: Exception | None) -> None:

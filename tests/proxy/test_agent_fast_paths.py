@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterable
 
 import pytest
 
@@ -123,6 +124,15 @@ class _Stream:
 
     def write_eof(self) -> None:
         pass
+
+    def answer(
+        self,
+        status: int,
+        headers: frames.Headers = (),
+        metadata: object = None,
+        body: Iterable[bytes] = (),
+    ) -> None:
+        self.send_headers(status, headers, metadata)
 
 
 async def test_response_header_names_are_forwarded_as_spelled_every_time() -> None:

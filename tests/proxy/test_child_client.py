@@ -8,7 +8,7 @@ closed behind the pool's back) and sees exactly what bytes the agent sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -545,6 +545,19 @@ class RecordingStream:
 
     def write_eof(self) -> None:
         self.calls.append(("end",))
+
+    def answer(
+        self,
+        status: int,
+        headers: frames.Headers = (),
+        metadata: object = None,
+        body: Iterable[bytes] = (),
+    ) -> None:
+        """As TunnelStream.answer: the three calls in one, nothing queued if reset."""
+        self.send_headers(status, headers, metadata)
+        for chunk in body:
+            self.write(chunk)
+        self.write_eof()
 
 
 def connection_for(stream: RecordingStream) -> _Connection:
