@@ -20,8 +20,8 @@ import h2.exceptions
 import h2.settings
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from h2.connection import ConnectionInputs
-from h2.stream import StreamInputs
+from h2.connection import ConnectionInputs, ConnectionState
+from h2.stream import StreamClosedBy, StreamInputs, StreamState
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
@@ -39,6 +39,11 @@ _FLUSH_BYTES = 64 * 1024
 #: Frame types and flags (RFC 9113 6), for the frames :meth:`Http2Stream._finish` writes.
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+#: h2's states, for the fixed transitions :meth:`Http2Stream._finish` applies.
+_SERVER_OPEN = ConnectionState.SERVER_OPEN
+_HALF_CLOSED_REMOTE = StreamState.HALF_CLOSED_REMOTE
+_CLOSED = StreamState.CLOSED
+_SEND_END_STREAM = StreamClosedBy.SEND_END_STREAM
 
 
 #: Response header names as sent (lower case, bytes; empty for the connection-specific ones,
@@ -379,17 +384,33 @@ class Http2Stream(AbstractStreamWriter):
             return False
         self._head = None
         machine = stream.state_machine
-        try:
-            conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-            machine.process_input(StreamInputs.SEND_HEADERS)
+        if (
+            conn.state_machine.state is _SERVER_OPEN
+            and machine.state is _HALF_CLOSED_REMOTE
+            and machine.client is False
+        ):
+            # A response to a request whose stream the client ended (every GET): h2's
+            # transitions here are fixed, so they are applied as h2 would, without five
+            # ``process_input`` calls (each hashes two enums in Python). The connection's
+            # SEND_HEADERS and SEND_DATA in SERVER_OPEN change nothing; the stream's
+            # SEND_HEADERS runs ``response_sent`` (headers_sent was checked false above),
+            # SEND_DATA changes nothing, SEND_END_STREAM runs ``send_end_stream`` and closes.
             block = conn.encoder.encode(head)
-            if size:
-                conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
-                machine.process_input(StreamInputs.SEND_DATA)
-            machine.process_input(StreamInputs.SEND_END_STREAM)
-        except h2.exceptions.ProtocolError as exc:
-            self.closed = True
-            raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
+            machine.headers_sent = True
+            machine.stream_closed_by = _SEND_END_STREAM
+            machine.state = _CLOSED
+        else:
+            try:
+                conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+                machine.process_input(StreamInputs.SEND_HEADERS)
+                block = conn.encoder.encode(head)
+                if size:
+                    conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
+                    machine.process_input(StreamInputs.SEND_DATA)
+                machine.process_input(StreamInputs.SEND_END_STREAM)
+            except h2.exceptions.ProtocolError as exc:
+                self.closed = True
+                raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
         self._ended = True
         sid = self.id.to_bytes(4, "big")
         limit = conn.max_outbound_frame_size

@@ -1,0 +1,134 @@
+"""The HTTP/2 listener's leanest paths leave h2 and the wire exactly as h2's own would.
+
+A small response to a request whose stream the client ended applies h2's fixed stream
+transitions itself (no ``process_input`` calls); the literal HPACK encoder inlines its length
+prefixes. Both are checked here against h2 and hpack doing the same work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h2.config
+import h2.connection
+import hpack
+import pytest
+from aiohttp import web
+from h2.settings import SettingCodes
+from h2.stream import H2StreamStateMachine, StreamInputs, StreamState
+
+from clusternet_aa.apiserver.http2 import Http2Listener
+from clusternet_aa.apiserver.http2_connection import Http2Connection
+from clusternet_aa.apiserver.http2_hpack import LiteralEncoder
+from tests.hub.test_http2_fast_path import Recorder
+
+
+def machine_state(machine: H2StreamStateMachine) -> dict[str, Any]:
+    return dict(vars(machine))
+
+
+def reference(stream_id: int, *, request_ended: bool, body: bool) -> dict[str, Any]:
+    """h2's stream state machine taken through the inputs of a request and a one-go answer."""
+    machine = H2StreamStateMachine(stream_id)
+    machine.process_input(StreamInputs.RECV_HEADERS)
+    if request_ended:
+        machine.process_input(StreamInputs.RECV_END_STREAM)
+    machine.process_input(StreamInputs.SEND_HEADERS)
+    if body:
+        machine.process_input(StreamInputs.SEND_DATA)
+    machine.process_input(StreamInputs.SEND_END_STREAM)
+    return machine_state(machine)
+
+
+class Pair:
+    """A hub connection and an h2 client; the hub's h2 stream machines are kept for a look."""
+
+    def __init__(self, handler: Any) -> None:
+        self.listener = Http2Listener(web.Server(handler))
+        self.hub = Http2Connection(self.listener)
+        self.transport = Recorder()
+        self.hub.connection_made(self.transport)
+        self.client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.client.initiate_connection()
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        self.events: list[Any] = []
+        self.machines: dict[int, H2StreamStateMachine] = {}
+        self.pump()
+
+    def pump(self) -> None:
+        self.hub.data_received(self.client.data_to_send())
+        for stream_id, stream in self.hub.h2.streams.items():
+            self.machines.setdefault(stream_id, stream.state_machine)
+        data, self.transport.out = bytes(self.transport.out), bytearray()
+        self.events += self.client.receive_data(data)
+
+    async def request(self, *, body: bytes | None) -> int:
+        stream_id = self.client.get_next_available_stream_id()
+        method = b"GET" if body is None else b"POST"
+        self.client.send_headers(
+            stream_id,
+            [
+                (b":method", method),
+                (b":scheme", b"https"),
+                (b":authority", b"hub"),
+                (b":path", b"/"),
+            ],
+            end_stream=body is None,
+        )
+        self.pump()
+        for _ in range(20):
+            await asyncio.sleep(0)
+            self.pump()
+        return stream_id
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024])
+async def test_an_ended_request_s_answer_leaves_h2_s_stream_as_h2_would(size: int) -> None:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=b"b" * size, content_type="text/plain")
+
+    pair = Pair(answer)
+    for _ in range(3):
+        stream_id = await pair.request(body=None)
+        machine = pair.machines[stream_id]
+        assert machine.state is StreamState.CLOSED
+        assert machine_state(machine) == reference(stream_id, request_ended=True, body=size > 0)
+    ended = [e for e in pair.events if isinstance(e, h2.events.StreamEnded)]
+    assert len(ended) == 3
+    assert not pair.hub.streams
+    # The stream is closed on h2's side too: sending on it is h2's error, as after h2's path.
+    with pytest.raises(h2.exceptions.StreamClosedError):
+        pair.hub.h2.send_data(stream_id, b"x")
+
+
+async def test_an_answer_before_the_request_ends_takes_h2_s_transitions() -> None:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=b"early", content_type="text/plain")
+
+    pair = Pair(answer)
+    stream_id = await pair.request(body=b"")  # headers only; the body never comes
+    machine = pair.machines[stream_id]
+    # Half-closed (local) by the answer while the client may still send: h2's own
+    # transitions, not the fixed ones of an ended request.
+    assert machine.state is StreamState.HALF_CLOSED_LOCAL
+    assert machine_state(machine) == reference(stream_id, request_ended=False, body=True)
+    assert not pair.hub.streams
+
+
+@pytest.mark.parametrize("size", [0, 1, 126, 127, 128, 255, 300, 5000])
+def test_literal_fields_decode_as_encoded_around_the_length_prefix_boundary(size: int) -> None:
+    headers = [
+        (b":status", b"200"),
+        (b"content-type", b"application/json"),
+        (b"x-value", b"v" * size),
+        (b"n" * size or b"n", b"value"),
+        (b"set-cookie", b"c" * size),
+        (b"accept-encoding", b"gzip, deflate"),
+    ]
+    encoder = LiteralEncoder()
+    for _ in range(2):  # the second time from the encoder's remembered name prefixes
+        block = encoder.encode(headers)
+        assert hpack.Decoder().decode(block, raw=True) == headers
