@@ -78,12 +78,44 @@ def _name_prefix(name: bytes) -> bytes:
     return bytes((flag,)) + _length(name) + name
 
 
+#: Names with a static-table entry that has a value: a field of one may be a full match.
+_VALUED_NAMES = frozenset(name for name, value in HeaderTable.STATIC_TABLE if value)
+
+
+def literal_prefix(name: bytes) -> bytes | None:
+    """What :meth:`LiteralEncoder.encode` writes before a field's value for ``name`` (lower
+    case), or None when a field of that name may be a static-table entry (then it is encoded
+    with :func:`encode_field`, which looks the pair up)."""
+    return None if name in _VALUED_NAMES else _name_prefix(name)
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field as :meth:`LiteralEncoder.encode` writes it."""
+    indexed = _STATIC_FIELDS.get((name, value))
+    if indexed is not None:
+        return indexed
+    return _name_prefix(name) + _length(value) + value
+
+
+def length_prefix(size: int) -> bytes:
+    """A raw string's length prefix (as :func:`_length`, from the size)."""
+    return _SHORT_LENGTHS[size] if size < 127 else bytes(encode_integer(size, 7))
+
+
 class LiteralEncoder(hpack.Encoder):
     """An ``hpack.Encoder`` (what h2 expects) that never touches the dynamic table."""
 
     def __init__(self) -> None:
         super().__init__()
         self._names: dict[bytes, bytes] = {}
+
+    def size_update(self) -> bytes:
+        """The table size update owed at the start of the next block (once), else b"": a block
+        built outside :meth:`encode` (see ``Http2Stream._finish``) starts with this."""
+        if self.table_size_changes:
+            self.table_size_changes.clear()
+            return _SIZE_ZERO
+        return b""
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         """``headers``: (name, value) pairs of bytes, names lower case (h2 passes them as the

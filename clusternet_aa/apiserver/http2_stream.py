@@ -24,6 +24,13 @@ from h2.connection import ConnectionInputs, ConnectionState
 from h2.stream import StreamClosedBy, StreamInputs, StreamState
 from multidict import CIMultiDict
 
+from clusternet_aa.apiserver.http2_hpack import (
+    LiteralEncoder,
+    encode_field,
+    length_prefix,
+    literal_prefix,
+)
+
 if TYPE_CHECKING:
     from clusternet_aa.apiserver.http2_connection import Http2Connection
 
@@ -46,24 +53,61 @@ _CLOSED = StreamState.CLOSED
 _SEND_END_STREAM = StreamClosedBy.SEND_END_STREAM
 
 
-#: Response header names as sent (lower case, bytes; empty for the connection-specific ones,
-#: which are dropped): a handful of names repeat on every response. Cleared when full.
-_WIRE_NAMES: dict[str, bytes] = {}
-_WIRE_NAMES_MAX = 1024
+#: Response header names as aiohttp spells them -> (the name as sent: lower case, bytes,
+#: empty for the connection-specific ones, which are dropped; what the literal HPACK encoding
+#: writes before the value, None when the pair may be a static-table entry). A handful of
+#: names repeat on every response. Cleared when full.
+_NAMES: dict[str, tuple[bytes, bytes | None]] = {}
+_NAMES_MAX = 1024
+#: Status lines aiohttp writes -> (the :status value, that field HPACK-encoded). Cleared when
+#: full.
+_STATUSES: dict[str, tuple[bytes, bytes]] = {}
+_STATUSES_MAX = 256
 
 
-def _wire_name(name: str) -> bytes:
+def _name(name: str) -> tuple[bytes, bytes | None]:
     lower = name.lower()
     wire = b"" if lower in CONNECTION_HEADERS else lower.encode()
-    if len(_WIRE_NAMES) >= _WIRE_NAMES_MAX:
-        _WIRE_NAMES.clear()
-    _WIRE_NAMES[str(name)] = wire
-    return wire
+    entry = (wire, literal_prefix(wire) if wire else None)
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[str(name)] = entry
+    return entry
+
+
+def _status(status_line: str) -> tuple[bytes, bytes]:
+    status = status_line.split(" ", 2)[1].encode()
+    entry = (status, encode_field(b":status", status))
+    if len(_STATUSES) >= _STATUSES_MAX:
+        _STATUSES.clear()
+    _STATUSES[status_line] = entry
+    return entry
 
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: bytes) -> bytes:
     """A frame's 9-byte header (RFC 9113 4.1); ``stream_id`` as its 4 bytes (R bit clear)."""
     return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id
+
+
+def _encode_head(encoder: LiteralEncoder, status: bytes, fields: list[tuple[str, str]]) -> bytes:
+    """The HPACK block :meth:`LiteralEncoder.encode` makes of the head ``_send_head`` would
+    hand h2 (``status``: the :status field, encoded), built from aiohttp's strings in one pass:
+    no list of byte pairs, no per-field pair lookup for names that have no static entry."""
+    out = [encoder.size_update(), status]
+    append = out.append
+    names = _NAMES
+    for name, value in fields:
+        wire, prefix = names.get(name) or _name(name)
+        if not wire:
+            continue
+        data = value.encode("utf-8", "surrogateescape")
+        if prefix is None:
+            append(encode_field(wire, data))
+        else:
+            append(prefix)
+            append(length_prefix(len(data)))
+            append(data)
+    return b"".join(out)
 
 
 class StreamPayload(StreamReader):
@@ -152,7 +196,8 @@ class Http2Stream(AbstractStreamWriter):
         self.started = False
         #: Reset (either side) or both halves ended: nothing more goes out.
         self.closed = False
-        self._head: list[tuple[bytes, bytes]] | None = None
+        #: The response's status line and header fields, until they are sent.
+        self._head: tuple[str, list[tuple[str, str]]] | None = None
         self._ended = False
         self._window_waiter: asyncio.Future[None] | None = None
         self._unacked = 0
@@ -220,17 +265,10 @@ class Http2Stream(AbstractStreamWriter):
 
     async def write_headers(self, status_line: str, headers: CIMultiDict[str]) -> None:
         """Keep the head until the first write (or ``send_headers``), so that a short answer
-        leaves in one TLS record with its body."""
-        status = status_line.split(" ", 2)[1]
-        head = [(b":status", status.encode())]
-        names = _WIRE_NAMES
-        for name, value in headers.items():
-            wire = names.get(name)
-            if wire is None:
-                wire = _wire_name(name)
-            if wire:
-                head.append((wire, value.encode("utf-8", "surrogateescape")))
-        self._head = head
+        leaves in one TLS record with its body. Kept as aiohttp's (name, value) strings: the
+        one-go answer (:meth:`_finish`) encodes them straight into the HPACK block, without a
+        list of byte pairs for h2."""
+        self._head = (status_line, list(headers.items()))
 
     def send_headers(self) -> None:
         if self._head is not None and not self.closed:
@@ -241,8 +279,16 @@ class Http2Stream(AbstractStreamWriter):
         head, self._head = self._head, None
         if head is None:
             return
+        status_line, fields = head
+        status = _STATUSES.get(status_line) or _status(status_line)
+        pairs = [(b":status", status[0])]
+        names = _NAMES
+        for name, value in fields:
+            wire = (names.get(name) or _name(name))[0]
+            if wire:
+                pairs.append((wire, value.encode("utf-8", "surrogateescape")))
         try:
-            self.connection.h2.send_headers(self.id, head, end_stream=end_stream)
+            self.connection.h2.send_headers(self.id, pairs, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
         if end_stream:
@@ -368,15 +414,19 @@ class Http2Stream(AbstractStreamWriter):
         connection = self.connection
         conn = connection.h2
         head = self._head
+        if head is None:
+            return False
+        encoder = conn.encoder
+        status = _STATUSES.get(head[0]) or _status(head[0])
         stream = conn.streams.get(self.id)
         size = len(data)
         if (
-            head is None
-            or self.closed
+            self.closed
             or connection.writing_paused
             or stream is None
             or stream.state_machine.headers_sent
-            or head[0][1][:1] == b"1"
+            or status[0][:1] == b"1"
+            or not isinstance(encoder, LiteralEncoder)
             or size > conn.max_outbound_frame_size
             or size > stream.outbound_flow_control_window
             or size > conn.outbound_flow_control_window
@@ -395,7 +445,7 @@ class Http2Stream(AbstractStreamWriter):
             # SEND_HEADERS and SEND_DATA in SERVER_OPEN change nothing; the stream's
             # SEND_HEADERS runs ``response_sent`` (headers_sent was checked false above),
             # SEND_DATA changes nothing, SEND_END_STREAM runs ``send_end_stream`` and closes.
-            block = conn.encoder.encode(head)
+            block = _encode_head(encoder, status[1], head[1])
             machine.headers_sent = True
             machine.stream_closed_by = _SEND_END_STREAM
             machine.state = _CLOSED
@@ -403,7 +453,7 @@ class Http2Stream(AbstractStreamWriter):
             try:
                 conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
                 machine.process_input(StreamInputs.SEND_HEADERS)
-                block = conn.encoder.encode(head)
+                block = _encode_head(encoder, status[1], head[1])
                 if size:
                     conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
                     machine.process_input(StreamInputs.SEND_DATA)

@@ -18,6 +18,7 @@ from aiohttp import web
 from h2.settings import SettingCodes
 from h2.stream import H2StreamStateMachine, StreamInputs, StreamState
 
+from clusternet_aa.apiserver import http2_stream
 from clusternet_aa.apiserver.http2 import Http2Listener
 from clusternet_aa.apiserver.http2_connection import Http2Connection
 from clusternet_aa.apiserver.http2_hpack import LiteralEncoder
@@ -132,3 +133,35 @@ def test_literal_fields_decode_as_encoded_around_the_length_prefix_boundary(size
     for _ in range(2):  # the second time from the encoder's remembered name prefixes
         block = encoder.encode(headers)
         assert hpack.Decoder().decode(block, raw=True) == headers
+
+
+@pytest.mark.parametrize(
+    "status_line", ["HTTP/2.0 200 OK", "HTTP/2.0 201 Created", "HTTP/2.0 599 X"]
+)
+def test_a_head_encoded_in_one_pass_is_the_block_h2_s_encoder_makes(status_line: str) -> None:
+    fields = [
+        ("Content-Type", "application/json"),
+        ("Audit-Id", "0a1b2c3d"),
+        ("Set-Cookie", "a=b"),  # never indexed
+        ("Accept-Encoding", "gzip, deflate"),  # a full static-table entry
+        ("Accept-Encoding", "br"),  # a static name with another value
+        ("Connection", "keep-alive"),  # dropped, as every connection-specific header
+        ("Transfer-Encoding", "chunked"),
+        ("X-Long", "v" * 300),
+        ("X-Odd", "caf\udce9"),  # a byte aiohttp kept with surrogateescape
+        ("content-type", "text/plain"),  # a repeated name in another spelling
+    ]
+    # What _send_head hands h2 (the general path), encoded by the connection's encoder.
+    pairs = [(b":status", status_line.split(" ")[1].encode())]
+    for name, value in fields:
+        if name.lower() not in http2_stream.CONNECTION_HEADERS:
+            pairs.append((name.lower().encode(), value.encode("utf-8", "surrogateescape")))
+    for pending_size_update in (True, False, False):
+        encoder, reference_encoder = LiteralEncoder(), LiteralEncoder()
+        if pending_size_update:
+            encoder.header_table_size = reference_encoder.header_table_size = 0
+        status = http2_stream._status(status_line)[1]
+        block = http2_stream._encode_head(encoder, status, fields)
+        assert block == reference_encoder.encode(pairs)
+        assert http2_stream._encode_head(encoder, status, fields) == reference_encoder.encode(pairs)
+        assert hpack.Decoder().decode(block, raw=True) == pairs
