@@ -976,9 +976,14 @@ async def test_rapid_reset_is_bounded_by_the_handlers_still_running(
         for i in range(500):
             stream_id = client.request(f"{TEST_PREFIX}/hang/r{burst}-{i}")
             client.reset(stream_id)
-        await asyncio.sleep(0)
-        peak = max(peak, h2hub.listener.active_streams)
-        assert h2hub.listener.active_streams <= limit
+        # Sample at every loop pass while the hub works through the burst (the handlers it
+        # starts are cancelled within a few passes; how the burst's bytes arrive over those
+        # passes depends on the machine's load): the bound must hold at every sample.
+        for _ in range(50):
+            await asyncio.sleep(0)
+            active = h2hub.listener.active_streams
+            assert active <= limit
+            peak = max(peak, active)
     other = await H2Client.open(h2hub, pki.front_client)
     try:
         assert (await other.response(other.request(ECHO), timeout=10)).status == 200
