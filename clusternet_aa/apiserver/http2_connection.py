@@ -98,7 +98,7 @@ _HALF_CLOSED_REMOTE = h2.stream.StreamState.HALF_CLOSED_REMOTE
 
 
 def _receive_request(
-    conn: h2.connection.H2Connection, stream_id: int, block: bytes, end_stream: int
+    conn: CountingH2Connection, stream_id: int, block: bytes, end_stream: int
 ) -> list[h2.events.Event]:
     """h2's ``_receive_headers_frame`` for a HEADERS frame opening a new request stream (a
     new odd id, no PRIORITY, the whole block) on a connection in SERVER_OPEN, with the
@@ -113,7 +113,9 @@ def _receive_request(
     Content-Length it expects; anything out of the ordinary goes to h2's ``receive_headers``.
     """
     max_open_streams = conn.local_settings.max_concurrent_streams
-    value = conn.open_inbound_streams
+    held = len(conn.streams)
+    # CountingH2Connection.open_inbound_streams, without reading the setting a second time.
+    value = held if held < conn._sweep_at and held < max_open_streams else conn.open_inbound_streams
     if value + 1 > max_open_streams:
         msg = f"Max inbound streams is {max_open_streams}, {value} open"
         raise h2.exceptions.TooManyStreamsError(msg)
@@ -225,13 +227,17 @@ class Http2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        if not self._frames_fit(data):
-            logger.info("HTTP/2 connection from %s: frame larger than allowed", self.peername)
-            self.close(h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
-            return
         try:
+            # A lone new request's frame, at a frame boundary and within our frame size (what
+            # the scanner would check and leave as it was), else the scanner, then h2.
             events = self._new_request(data)
             if events is None:
+                if not self._frames_fit(data):
+                    logger.info(
+                        "HTTP/2 connection from %s: frame larger than allowed", self.peername
+                    )
+                    self.close(h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+                    return
                 events = self.h2.receive_data(data)
             for event in events:
                 self._dispatch(event)
@@ -267,9 +273,11 @@ class Http2Connection(asyncio.Protocol):
         size = len(data)
         if size < 9 or data[3] != _HEADERS or (data[4] | _END_STREAM) != _PLAIN_HEADERS:
             return None
-        if int.from_bytes(data[:3], "big") != size - 9:
+        if int.from_bytes(data[:3], "big") != size - 9 or self._skip or self._partial:
             return None
         conn = self.h2
+        if size - 9 > conn.max_inbound_frame_size:
+            return None
         stream_id = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
         buffer = conn.incoming_buffer
         if (

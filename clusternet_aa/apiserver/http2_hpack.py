@@ -57,7 +57,7 @@ _SIZE_ZERO = b"\x20"
 
 
 #: The one-octet length prefixes (H bit clear) of strings shorter than 127 octets.
-_SHORT_LENGTHS = [bytes((size,)) for size in range(127)]
+SHORT_LENGTHS = [bytes((size,)) for size in range(127)]
 
 
 def _length(data: bytes) -> bytes:
@@ -99,7 +99,7 @@ def encode_field(name: bytes, value: bytes) -> bytes:
 
 def length_prefix(size: int) -> bytes:
     """A raw string's length prefix (as :func:`_length`, from the size)."""
-    return _SHORT_LENGTHS[size] if size < 127 else bytes(encode_integer(size, 7))
+    return SHORT_LENGTHS[size] if size < 127 else bytes(encode_integer(size, 7))
 
 
 class LiteralEncoder(hpack.Encoder):
@@ -126,7 +126,7 @@ class LiteralEncoder(hpack.Encoder):
             out.append(_SIZE_ZERO)
         names = self._names
         static = _STATIC_FIELDS
-        lengths = _SHORT_LENGTHS
+        lengths = SHORT_LENGTHS
         append = out.append
         # Inlined (no call per field): a response's 6-10 fields are encoded per request.
         for name, value in headers:

@@ -25,6 +25,7 @@ from h2.stream import StreamClosedBy, StreamInputs, StreamState
 from multidict import CIMultiDict
 
 from clusternet_aa.apiserver.http2_hpack import (
+    SHORT_LENGTHS,
     LiteralEncoder,
     encode_field,
     length_prefix,
@@ -96,6 +97,7 @@ def _encode_head(encoder: LiteralEncoder, status: bytes, fields: list[tuple[str,
     out = [encoder.size_update(), status]
     append = out.append
     names = _NAMES
+    lengths = SHORT_LENGTHS
     for name, value in fields:
         wire, prefix = names.get(name) or _name(name)
         if not wire:
@@ -105,7 +107,8 @@ def _encode_head(encoder: LiteralEncoder, status: bytes, fields: list[tuple[str,
             append(encode_field(wire, data))
         else:
             append(prefix)
-            append(length_prefix(len(data)))
+            size = len(data)
+            append(lengths[size] if size < 127 else length_prefix(size))
             append(data)
     return b"".join(out)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import hpack
@@ -16,6 +18,7 @@ from aiohttp import web
 
 from clusternet_aa.apiserver.http2 import Http2Listener
 from clusternet_aa.apiserver.http2_connection import Http2Connection, _Headers, _receive_request
+from tests.hub.test_http2_fast_path import Recorder
 
 PREFACE = (
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, empty
@@ -137,3 +140,21 @@ async def test_the_listener_turns_off_what_the_lean_path_skips() -> None:
     assert not config.validate_inbound_headers
     assert not config.normalize_inbound_headers
     assert config.header_encoding is None
+
+
+async def test_a_lone_headers_frame_over_the_frame_size_is_a_goaway() -> None:
+    """The lean path takes only frames within our maximum frame size: a larger lone HEADERS
+    frame meets the frame scanner, which ends the connection (FRAME_SIZE_ERROR)."""
+    hub = Http2Connection(Http2Listener(web.Server(nothing)))
+    transport = Recorder()
+    hub.connection_made(transport)
+    hub.data_received(PREFACE)
+    block = hpack.Encoder().encode([*BASE, (b"x-pad", b"p" * 17000)], huffman=False)
+    hub.data_received(len(block).to_bytes(3, "big") + b"\x01\x05" + b"\x00\x00\x00\x01" + block)
+    assert transport.closing
+    assert not hub.streams
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    events = client.receive_data(bytes(transport.out))
+    ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert [e.error_code for e in ended] == [h2.errors.ErrorCodes.FRAME_SIZE_ERROR]
