@@ -409,6 +409,20 @@ class Http2Connection(asyncio.Protocol):
         else:
             self.flush_soon()
 
+    def write_ended(self, data: bytes) -> None:
+        """A response's last frames, built as bytes (``Http2Stream._finish``), written as
+        :meth:`flush_ended` writes: behind whatever h2 has queued. Alone on the connection
+        with nothing queued they go straight to the transport, not through h2's buffer (an
+        append and a copy of the whole response)."""
+        if len(self.streams) <= 1 and not self.h2._data_to_send:
+            self.unflushed = 0
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(data)
+            return
+        self.h2._data_to_send += data
+        self.flush_ended()
+
     def _flush_now(self) -> None:
         self._flush_pending = False
         self.flush()

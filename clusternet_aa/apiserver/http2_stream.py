@@ -9,6 +9,7 @@ window returns as the handler reads, and :class:`StreamTransport` the per-stream
 from __future__ import annotations
 
 import asyncio
+import struct
 import zlib
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,6 +48,7 @@ _FLUSH_BYTES = 64 * 1024
 #: Frame types and flags (RFC 9113 6), for the frames :meth:`Http2Stream._finish` writes.
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+_FRAME_HEADER = struct.Struct(">IBI")
 #: h2's states, for the fixed transitions :meth:`Http2Stream._finish` applies.
 _SERVER_OPEN = ConnectionState.SERVER_OPEN
 _HALF_CLOSED_REMOTE = StreamState.HALF_CLOSED_REMOTE
@@ -85,9 +87,10 @@ def _status(status_line: str) -> tuple[bytes, bytes]:
     return entry
 
 
-def _frame_header(length: int, kind: int, flags: int, stream_id: bytes) -> bytes:
-    """A frame's 9-byte header (RFC 9113 4.1); ``stream_id`` as its 4 bytes (R bit clear)."""
-    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream_id
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    """A frame's 9-byte header (RFC 9113 4.1): 24-bit length and type as one 32-bit word,
+    flags, stream id (R bit clear), packed in one call."""
+    return _FRAME_HEADER.pack(length << 8 | kind, flags, stream_id)
 
 
 def _encode_head(encoder: LiteralEncoder, status: bytes, fields: list[tuple[str, str]]) -> bytes:
@@ -332,7 +335,7 @@ class Http2Stream(AbstractStreamWriter):
         if not data and self._head is not None:
             if not self._finish(data):
                 self._send_head(end_stream=True)
-            self.connection.flush_ended()
+                self.connection.flush_ended()
         else:
             await self._send(data, end_stream=True)
         self._ended = True
@@ -358,8 +361,6 @@ class Http2Stream(AbstractStreamWriter):
         """
         connection = self.connection
         if end_stream and self._head is not None and self._finish(data):
-            connection.unflushed += len(data)
-            connection.flush_ended()
             return
         conn = connection.h2
         view = memoryview(data)
@@ -411,8 +412,10 @@ class Http2Stream(AbstractStreamWriter):
         checks what the hub already guarantees; for a small proxied answer that was a fifth
         of the hub's HTTP/2 CPU per request. The state stays h2's: the same connection and
         stream state-machine inputs, in the same order, and the same window accounting; only
-        the frames' bytes are written here (a frame header is 9 bytes) and queued in h2's
-        output buffer, behind whatever h2 queued before.
+        the frames' bytes are written here (a frame header is 9 bytes) and go out behind
+        whatever h2 queued before, as :meth:`Http2Connection.flush_ended` sends them (True:
+        sent or queued so; False: nothing done). A response to a request its client ended
+        takes h2's fixed transitions directly (see below).
         """
         connection = self.connection
         conn = connection.h2
@@ -465,12 +468,12 @@ class Http2Stream(AbstractStreamWriter):
                 self.closed = True
                 raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
         self._ended = True
-        sid = self.id.to_bytes(4, "big")
+        sid = self.id
         limit = conn.max_outbound_frame_size
         end = 0 if size else _END_STREAM
         if len(block) <= limit:
             out: list[bytes | bytearray | memoryview] = [
-                _frame_header(len(block), _HEADERS, _END_HEADERS | end, sid),
+                _FRAME_HEADER.pack(len(block) << 8 | _HEADERS, _END_HEADERS | end, sid),
                 block,
             ]
         else:  # a head larger than a frame: HEADERS, then CONTINUATION frames (RFC 9113 6.10)
@@ -482,8 +485,9 @@ class Http2Stream(AbstractStreamWriter):
         if size:
             stream.outbound_flow_control_window -= size
             conn.outbound_flow_control_window -= size
-            out += (_frame_header(size, _DATA, _END_STREAM, sid), data)
-        conn._data_to_send += b"".join(out)
+            out += (_FRAME_HEADER.pack(size << 8 | _DATA, _END_STREAM, sid), data)
+        connection.unflushed += size
+        connection.write_ended(b"".join(out))
         return True
 
     def _check_open(self) -> None:

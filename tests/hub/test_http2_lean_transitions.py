@@ -12,6 +12,8 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.events
+import h2.exceptions
 import hpack
 import pytest
 from aiohttp import web
@@ -165,3 +167,51 @@ def test_a_head_encoded_in_one_pass_is_the_block_h2_s_encoder_makes(status_line:
         assert block == reference_encoder.encode(pairs)
         assert http2_stream._encode_head(encoder, status, fields) == reference_encoder.encode(pairs)
         assert hpack.Decoder().decode(block, raw=True) == pairs
+
+
+async def test_one_go_answers_go_out_behind_h2_s_output_and_together() -> None:
+    """A one-go answer alone on its connection is written at once; behind frames h2 has
+    queued (a PING ack from the same read) it follows them in the same write; answers of
+    streams ending in the same loop pass share one write."""
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=b"ok", content_type="text/plain")
+
+    pair = Pair(answer)
+    await pair.request(body=None)  # settles the connection's settings exchange
+    pair.events.clear()
+    writes = pair.transport.writes
+    first = await pair.request(body=None)
+    assert pair.transport.writes == writes + 1
+    # A PING and a request in one read: the ack is queued by h2, the answer follows it.
+    pair.client.ping(b"12345678")
+    second = pair.client.get_next_available_stream_id()
+    pair.client.send_headers(
+        second,
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"hub"), (b":path", b"/")],
+        end_stream=True,
+    )
+    # Two requests in one read: both answers in one write.
+    third = second + 2
+    pair.client.send_headers(
+        third,
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"hub"), (b":path", b"/")],
+        end_stream=True,
+    )
+    writes = pair.transport.writes
+    pair.hub.data_received(pair.client.data_to_send())
+    out = bytearray()
+    for _ in range(10):
+        await asyncio.sleep(0)
+        out += pair.transport.out
+        pair.transport.out = bytearray()
+    assert pair.transport.writes == writes + 1
+    events = pair.client.receive_data(bytes(out))
+    kinds = [(type(e).__name__, getattr(e, "stream_id", 0)) for e in events]
+    assert kinds[0] == ("PingAckReceived", 0)
+    ended = [e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)]
+    assert sorted(ended) == [second, third]
+    data = {e.stream_id: e.data for e in events if isinstance(e, h2.events.DataReceived)}
+    assert data == {second: b"ok", third: b"ok"}
+    assert first not in data
+    assert not pair.hub.streams
