@@ -15,8 +15,12 @@ from clusternet_aa.apiserver.trust import Trust, TrustFlags
 from tests.hub import certs
 
 
-class _SSLObject:
+class _Peer:
     """Stands in for ``ssl.SSLObject``: a client certificate, and how often it was asked."""
+
+    __slots__ = ()
+    der: bytes | None
+    asked: int
 
     def __init__(self, der: bytes | None) -> None:
         self.der = der
@@ -28,19 +32,14 @@ class _SSLObject:
         return self.der
 
 
-class _SlottedSSLObject:
+class _SSLObject(_Peer):
+    """Takes weak references, as ``ssl.SSLObject`` does (no ``__slots__``)."""
+
+
+class _SlottedSSLObject(_Peer):
     """An SSL object that takes no weak references: the authenticator must still work."""
 
     __slots__ = ("asked", "der")
-
-    def __init__(self, der: bytes | None) -> None:
-        self.der = der
-        self.asked = 0
-
-    def getpeercert(self, binary_form: bool = False) -> bytes | None:
-        assert binary_form
-        self.asked += 1
-        return self.der
 
 
 class _Transport:
