@@ -223,9 +223,12 @@ async def answer(request: web.BaseRequest) -> web.StreamResponse:
     return web.Response(body=b"b" * size, headers=headers, content_type="text/plain")
 
 
-class Pair:
-    def __init__(self, *, window: int = 1 << 20) -> None:
-        self.listener = Http2Listener(web.Server(answer))
+class HubAndClient:
+    """A hub HTTP/2 connection serving ``handler`` into a recording transport, and an h2
+    client that has queued its preface and settings (not yet pumped to the hub)."""
+
+    def __init__(self, handler: Any, *, window: int = 1 << 20) -> None:
+        self.listener = Http2Listener(web.Server(handler))
         self.hub = Http2Connection(self.listener)
         self.transport = Recorder()
         self.hub.connection_made(self.transport)
@@ -234,6 +237,11 @@ class Pair:
         )
         self.client.initiate_connection()
         self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: window})
+
+
+class Pair(HubAndClient):
+    def __init__(self, *, window: int = 1 << 20) -> None:
+        super().__init__(answer, window=window)
         self.responses: dict[int, dict[str, Any]] = {}
         self.terminated: int | None = None
         self.pump()

@@ -17,14 +17,11 @@ import h2.exceptions
 import hpack
 import pytest
 from aiohttp import web
-from h2.settings import SettingCodes
 from h2.stream import H2StreamStateMachine, StreamInputs, StreamState
 
 from clusternet_aa.apiserver import http2_stream
-from clusternet_aa.apiserver.http2 import Http2Listener
-from clusternet_aa.apiserver.http2_connection import Http2Connection
 from clusternet_aa.apiserver.http2_hpack import LiteralEncoder
-from tests.hub.test_http2_fast_path import Recorder
+from tests.hub.test_http2_fast_path import HubAndClient
 
 
 def machine_state(machine: H2StreamStateMachine) -> dict[str, Any]:
@@ -44,19 +41,11 @@ def reference(stream_id: int, *, request_ended: bool, body: bool) -> dict[str, A
     return machine_state(machine)
 
 
-class Pair:
+class Pair(HubAndClient):
     """A hub connection and an h2 client; the hub's h2 stream machines are kept for a look."""
 
     def __init__(self, handler: Any) -> None:
-        self.listener = Http2Listener(web.Server(handler))
-        self.hub = Http2Connection(self.listener)
-        self.transport = Recorder()
-        self.hub.connection_made(self.transport)
-        self.client = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
-        self.client.initiate_connection()
-        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        super().__init__(handler)
         self.events: list[Any] = []
         self.machines: dict[int, H2StreamStateMachine] = {}
         self.pump()

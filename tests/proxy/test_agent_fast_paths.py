@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
 
 import pytest
 
@@ -25,6 +24,7 @@ from clusternet_aa.proxy.executor import (
 )
 from clusternet_aa.tunnel.protocol import frames
 from clusternet_aa.tunnel.protocol.errors import ErrorCode
+from tests.proxy.test_child_client import RecordingStream
 
 NAMES = [
     "Accept",
@@ -112,27 +112,12 @@ def test_request_header_verdicts_are_bounded() -> None:
     assert hop.request_headers(headers, drop)[0] == expected
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.heads: list[tuple[int, frames.Headers, object]] = []
+class _Stream(RecordingStream):
+    """The child client's stream double, read for the response heads it was given."""
 
-    def send_headers(self, status: int, headers: frames.Headers = (), metadata: object = None):
-        self.heads.append((status, headers, metadata))
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def write_eof(self) -> None:
-        pass
-
-    def answer(
-        self,
-        status: int,
-        headers: frames.Headers = (),
-        metadata: object = None,
-        body: Iterable[bytes] = (),
-    ) -> None:
-        self.send_headers(status, headers, metadata)
+    @property
+    def heads(self) -> list[tuple[object, ...]]:
+        return [call[1:] for call in self.calls if call[0] == "headers"]
 
 
 async def test_response_header_names_are_forwarded_as_spelled_every_time() -> None:
